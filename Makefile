@@ -1,0 +1,65 @@
+# retrain-mesh: `make demo` runs the whole loop on embedded defaults; `make test` runs every test.
+# Only Python >= 3.11 is needed: uv is installed into .tools/, the locked environment into .venv/.
+
+PYTHON ?= python3
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo up down status logs test test-unit test-integration test-e2e lint bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.8
+
+$(STAMP): $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $(STAMP)
+
+install: $(STAMP) ## install the locked environment into .venv (uv, from uv.lock)
+
+demo: install ## start the stack on embedded defaults, run the loop end to end, print where to look
+	$(BIN)/mesh demo
+
+up: install ## start the local stack (embedded Redis-compatible server, MLflow, every service)
+	$(BIN)/mesh up
+
+down: ## stop exactly what `make up` started
+	@if [ -x $(BIN)/mesh ]; then $(BIN)/mesh down; else echo "nothing installed, nothing running"; fi
+
+status: install ## show each local stack process and its health
+	$(BIN)/mesh status
+
+logs: install ## tail the local stack's logs (.mesh/logs/)
+	$(BIN)/mesh logs
+
+test: install ## run every test: unit, integration (real Redis, MLflow, HTTP) and e2e
+	$(BIN)/python -m pytest
+
+test-unit: install ## unit tests only (no servers)
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: install ## integration tests only
+	$(BIN)/python -m pytest tests/integration
+
+test-e2e: install ## end-to-end tests over the whole stack as processes
+	$(BIN)/python -m pytest tests/e2e
+
+lint: install ## ruff + mypy on shared/ and services/
+	$(BIN)/ruff check shared services tests
+	$(BIN)/ruff format --check shared services tests
+	$(BIN)/mypy shared services
+
+bench: install ## benchmarks; JSON results under bench/results/
+	@echo "no benchmarks yet"
+
+clean: down ## remove local state (.mesh/), keep the environments
+	rm -rf .mesh

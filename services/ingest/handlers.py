@@ -1,0 +1,300 @@
+"""Ingest logic: read a batch, validate it against its dataset's declared schema, and store it as an
+immutable, content-addressed Parquet snapshot. Plain functions and a small store; no broker, no HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlparse
+
+import polars as pl
+from pydantic import BaseModel
+
+from shared.contracts import DataIngested, Envelope, utcnow
+from shared.datasets import ColumnSpec, DatasetSchema
+from shared.snapshots import SnapshotManifest, SnapshotStore
+
+BatchFormat = Literal["csv", "parquet", "jsonl"]
+
+CONTENT_TYPES: dict[str, BatchFormat] = {
+    "text/csv": "csv",
+    "application/csv": "csv",
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
+    "application/parquet": "parquet",
+    "application/x-ndjson": "jsonl",
+    "application/jsonl": "jsonl",
+    "application/jsonlines": "jsonl",
+    "application/json-lines": "jsonl",
+}
+SUFFIXES: dict[str, BatchFormat] = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+EXAMPLES_SHOWN = 3
+
+
+class UnsupportedFormat(ValueError):
+    pass
+
+
+class ColumnFailure(BaseModel):
+    column: str
+    rule: str
+    detail: str
+
+
+class BatchRejected(Exception):
+    def __init__(self, dataset: str, failures: list[ColumnFailure]) -> None:
+        self.dataset = dataset
+        self.failures = failures
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        return "; ".join(f"{f.column} [{f.rule}]: {f.detail}" for f in self.failures)
+
+
+def batch_format(content_type: str | None = None, filename: str | None = None) -> BatchFormat:
+    """The batch format named by a content type (parameters ignored) or, failing that, a file suffix."""
+    if content_type:
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media in CONTENT_TYPES:
+            return CONTENT_TYPES[media]
+        if not filename:
+            raise UnsupportedFormat(
+                f"content-type {media!r} is not supported; use one of: {', '.join(sorted(CONTENT_TYPES))}"
+            )
+    if filename and (suffix := Path(filename).suffix.lower()) in SUFFIXES:
+        return SUFFIXES[suffix]
+    raise UnsupportedFormat(
+        f"cannot tell the format of {filename or 'the batch'}; "
+        f"send a content-type ({', '.join(sorted(CONTENT_TYPES))}) or use a .csv/.parquet/.jsonl file"
+    )
+
+
+def read_batch(data: bytes, fmt: BatchFormat, dataset: str) -> pl.DataFrame:
+    """Parse raw bytes; CSV is read as text so type errors can be reported value by value later."""
+    try:
+        if fmt == "csv":
+            return pl.read_csv(io.BytesIO(data), infer_schema=False)
+        if fmt == "parquet":
+            return pl.read_parquet(io.BytesIO(data))
+        return pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+    except Exception as exc:  # polars raises several error types for malformed input
+        raise BatchRejected(
+            dataset, [ColumnFailure(column="*", rule="format", detail=f"not valid {fmt}: {exc}")]
+        ) from exc
+
+
+def _examples(values: pl.Series) -> str:
+    shown = values.unique(maintain_order=True).head(EXAMPLES_SHOWN).to_list()
+    return ", ".join(repr(v) for v in shown)
+
+
+def _cast(series: pl.Series, col: ColumnSpec) -> pl.Series:
+    """Cast without raising: a value that cannot be cast becomes null (counted as a type failure)."""
+    if col.dtype in ("str", "category"):
+        return series.cast(pl.String, strict=False)
+    if col.dtype == "bool":
+        if series.dtype == pl.Boolean:
+            return series
+        truth = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+        text = series.cast(pl.String, strict=False).str.strip_chars().str.to_lowercase()
+        return text.replace_strict(truth, default=None, return_dtype=pl.Boolean)
+    if col.dtype == "datetime":
+        if series.dtype == pl.String:
+            parsed = series.str.strip_chars().str.to_datetime(strict=False, time_unit="us")
+        else:
+            parsed = series.cast(pl.Datetime("us"), strict=False)
+        zone = getattr(parsed.dtype, "time_zone", None)
+        return parsed.dt.convert_time_zone("UTC") if zone else parsed.dt.replace_time_zone("UTC")
+    if col.dtype == "int":
+        if series.dtype == pl.String:
+            series = series.str.strip_chars()
+        as_float = series.cast(pl.Float64, strict=False)
+        # 3.0 is an int; 3.5 is not (it would silently truncate).
+        integral = as_float.is_not_null() & (as_float == as_float.floor())
+        return pl.select(pl.when(integral).then(as_float).otherwise(None).cast(pl.Int64).alias(col.name))[
+            col.name
+        ]
+    if series.dtype == pl.String:
+        series = series.str.strip_chars()
+    return series.cast(pl.Float64, strict=False)
+
+
+def validate_batch(frame: pl.DataFrame, schema: DatasetSchema) -> tuple[pl.DataFrame, list[ColumnFailure]]:
+    """Check every declared rule; return the frame cast to the schema, and every failure found.
+
+    All columns are checked (not just the first failing one), so one report lists everything to fix.
+    """
+    failures: list[ColumnFailure] = []
+    rows = frame.height
+    if rows == 0:
+        failures.append(ColumnFailure(column="*", rule="rows", detail="the batch has no rows"))
+    if not schema.allow_extra_columns:
+        for extra in sorted(set(frame.columns) - set(schema.column_names)):
+            failures.append(
+                ColumnFailure(
+                    column=extra, rule="unexpected", detail="column is not declared in the dataset schema"
+                )
+            )
+
+    cast_columns: list[pl.Series] = []
+    for col in schema.columns:
+        if col.name not in frame.columns:
+            if col.required:
+                failures.append(
+                    ColumnFailure(column=col.name, rule="required", detail="required column is missing")
+                )
+            cast_columns.append(pl.Series(col.name, [None] * rows, dtype=schema.polars_schema[col.name]))
+            continue
+
+        raw = frame[col.name]
+        if raw.dtype == pl.String:
+            # Empty CSV cells are missing values, not empty strings.
+            raw = raw.replace("", None)
+        cast = _cast(raw, col)
+        type_errors = raw.is_not_null() & cast.is_null()
+        if (bad := int(type_errors.sum())) > 0:
+            failures.append(
+                ColumnFailure(
+                    column=col.name,
+                    rule="type",
+                    detail=f"{bad} value(s) are not {col.dtype} (e.g. {_examples(raw.filter(type_errors))})",
+                )
+            )
+
+        nulls = int(raw.is_null().sum())
+        if rows and nulls / rows > col.max_null_rate:
+            failures.append(
+                ColumnFailure(
+                    column=col.name,
+                    rule="nulls",
+                    detail=f"{nulls} of {rows} values are missing ({nulls / rows:.1%}; "
+                    f"at most {col.max_null_rate:.1%} allowed)",
+                )
+            )
+
+        present = cast.drop_nulls()
+        if col.min is not None and (low := present.filter(present < col.min)).len():
+            failures.append(
+                ColumnFailure(
+                    column=col.name,
+                    rule="min",
+                    detail=f"{low.len()} value(s) below the minimum {col.min:g} (e.g. {_examples(low)})",
+                )
+            )
+        if col.max is not None and (high := present.filter(present > col.max)).len():
+            failures.append(
+                ColumnFailure(
+                    column=col.name,
+                    rule="max",
+                    detail=f"{high.len()} value(s) above the maximum {col.max:g} (e.g. {_examples(high)})",
+                )
+            )
+        if col.allowed is not None and (odd := present.filter(~present.is_in(col.allowed))).len():
+            failures.append(
+                ColumnFailure(
+                    column=col.name,
+                    rule="allowed",
+                    detail=f"{odd.len()} value(s) outside {col.allowed} (e.g. {_examples(odd)})",
+                )
+            )
+        cast_columns.append(cast.alias(col.name))
+
+    return pl.DataFrame(cast_columns), failures
+
+
+def content_hash(dataset: str, frame: pl.DataFrame) -> str:
+    """Snapshot id: a hash of the validated content, independent of the upload format.
+
+    The canonical form is CSV of the schema-cast frame (stable across library versions, unlike
+    Parquet bytes or polars' row hashes), so the same rows sent as CSV or Parquet are one snapshot.
+    """
+    digest = hashlib.sha256()
+    digest.update(f"{dataset}\n".encode())
+    digest.update(json.dumps({c: str(t) for c, t in frame.schema.items()}, sort_keys=True).encode())
+    digest.update(frame.write_csv().encode())
+    return digest.hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    manifest: SnapshotManifest
+    duplicate: bool
+
+
+Announce = Callable[[DataIngested, Envelope[Any] | None], Awaitable[Envelope[Any]]]
+
+
+async def ingest_batch(
+    store: SnapshotStore,
+    schema: DatasetSchema,
+    data: bytes,
+    fmt: BatchFormat,
+    *,
+    source: str,
+    announce: Announce,
+    cause: Envelope[Any] | None = None,
+    trigger_training: bool = True,
+) -> IngestOutcome:
+    """Validate and store one batch, then announce it; a batch already stored is recognised, not repeated.
+
+    Order matters for at-least-once: data file, manifest (not yet announced), the event, then the
+    manifest marked announced. Whoever receives the event already finds the snapshot listed; a crash
+    before the mark means the next identical upload announces again, with the same event id.
+    """
+
+    def prepare() -> tuple[pl.DataFrame, str]:
+        frame, failures = validate_batch(read_batch(data, fmt, schema.name), schema)
+        if failures:
+            raise BatchRejected(schema.name, failures)
+        return frame, content_hash(schema.name, frame)
+
+    frame, snapshot_id = await asyncio.to_thread(prepare)
+    existing = store.manifest(schema.name, snapshot_id)
+    if existing is not None and existing.announced:
+        return IngestOutcome(existing, duplicate=True)
+
+    path = await asyncio.to_thread(store.write_data, schema.name, snapshot_id, frame)
+    payload = DataIngested(
+        dataset=schema.name,
+        snapshot_id=snapshot_id,
+        path=str(path.resolve()),
+        row_count=frame.height,
+        schema_hash=schema.schema_hash,
+        trigger_training=trigger_training,
+    )
+    manifest = existing or SnapshotManifest(
+        dataset=schema.name,
+        snapshot_id=snapshot_id,
+        path=payload.path,
+        row_count=frame.height,
+        schema_hash=schema.schema_hash,
+        source=source,
+        created_at=utcnow().isoformat(),
+        event_id="",
+        announced=False,
+    )
+    store.commit(manifest)
+    event = await announce(payload, cause)
+    manifest = manifest.model_copy(update={"event_id": event.event_id, "announced": True})
+    store.commit(manifest)
+    return IngestOutcome(manifest, duplicate=False)
+
+
+def local_path(uri: str) -> Path:
+    """A filesystem path from a plain path or a ``file://`` URI; other schemes are not reachable here."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path) if parsed.scheme else uri)
+    raise ValueError(f"uri: scheme {parsed.scheme!r} is not supported (use a path or file:// URI)")

@@ -1,0 +1,240 @@
+"""The monitor's configuration and the one place where retraining is decided.
+
+``TriggerPolicy.decide`` turns the signals of one window (drift scores, the accuracy drop, how many new
+labelled rows exist) into a ``Decision``. Everything about *when* to retrain lives here, so the rules can
+be unit-tested without Redis, clocks or models:
+
+* Hysteresis: a test *fires* when its score reaches its ``fire`` threshold. A drift episode starts when
+  at least ``drift.min_features`` features have a firing drift test, or the performance test fires. It
+  ends only when every score is below its ``clear`` threshold; scores in between keep it as it is, so a
+  statistic wobbling around one threshold cannot start episode after episode. A test without a fresh
+  score in a window (too few labels, no drift window, NaN) keeps its last reading for clearing.
+* One episode causes at most one retrain, however many windows fire during it.
+* Guards: enough new labelled rows, a cooldown since the last retrain and a cap per rolling hour.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeGuard
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# The drift statistics the policy reads from ``window_drift`` scores; the others (wasserstein, chi2_p,
+# null_share_delta) are reported for people, not used to decide.
+DRIFT_METHODS = ("psi", "ks")
+PERFORMANCE_TEST = "performance"
+HOUR_S = 3600.0
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Threshold(_Config):
+    """A test fires at ``score >= fire`` and clears at ``score < clear`` (hysteresis band in between)."""
+
+    fire: float = Field(ge=0)
+    clear: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _clear_below_fire(self) -> Threshold:
+        if self.clear > self.fire:
+            raise ValueError(f"clear ({self.clear}) must be <= fire ({self.fire})")
+        return self
+
+
+class WindowConfig(_Config):
+    size: int = Field(default=500, ge=1, description="rows per window")
+    min_size: int = Field(default=200, ge=1, description="fewest rows a window closed by time is scored on")
+    max_seconds: float = Field(default=120, gt=0, description="a window closes after this even if not full")
+
+    @model_validator(mode="after")
+    def _min_within_size(self) -> WindowConfig:
+        if self.min_size > self.size:
+            raise ValueError(f"min_size ({self.min_size}) must be <= size ({self.size})")
+        return self
+
+
+class DriftConfig(_Config):
+    psi: Threshold
+    ks: Threshold
+    min_features: int = Field(default=1, ge=1, description="features with a firing drift test to start")
+
+
+class PerformanceConfig(_Config):
+    metric: Literal["accuracy"] = "accuracy"
+    # On the drop: accuracy recorded at promotion minus accuracy on the window's labelled rows.
+    max_drop: Threshold
+    min_labels: int = Field(default=200, ge=1, description="labelled rows a window needs to be scored")
+
+
+class RetrainConfig(_Config):
+    cooldown_s: float = Field(default=600, ge=0)
+    max_per_hour: int = Field(default=2, ge=1)
+    min_labelled_rows: int = Field(default=300, ge=0)
+    window_snapshots: int = Field(default=1, ge=1, description="snapshots of new labelled rows to train on")
+
+
+class MonitorConfig(_Config):
+    dataset: str
+    model_name: str
+    window: WindowConfig = WindowConfig()
+    drift: DriftConfig
+    performance: PerformanceConfig
+    retrain: RetrainConfig = RetrainConfig()
+    join_capacity: int = Field(default=20_000, ge=1, description="predictions kept waiting for labels")
+
+
+def load_monitor_config(config_dir: Path, dataset: str) -> MonitorConfig:
+    path = config_dir / "monitor" / f"{dataset}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no monitor config for dataset {dataset!r} at {path}")
+    config = MonitorConfig.model_validate(yaml.safe_load(path.read_text()))
+    if config.dataset != dataset:
+        raise ValueError(f"{path} configures dataset {config.dataset!r}, expected {dataset!r}")
+    return config
+
+
+@dataclass
+class WindowSignals:
+    """What one window says: drift scores per feature per method, the accuracy drop, new labelled rows."""
+
+    drift: dict[str, dict[str, float]]
+    performance_drop: float | None
+    labelled_rows: int
+
+
+@dataclass
+class Decision:
+    retrain: bool
+    episode_started: bool
+    episode_active: bool
+    fired: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _known(score: float | None) -> TypeGuard[float]:
+    # NaN means the window had nothing to compare (e.g. every value missing): no evidence either way.
+    return score is not None and math.isfinite(score)
+
+
+class TriggerPolicy:
+    """Hysteresis over the monitor's tests plus the retrain guards; plain synchronous state, no I/O.
+
+    ``decide`` records the retrain itself when it returns ``retrain=True``: the caller is expected to
+    request exactly one retrain per such decision, so the policy's view and the mesh's never diverge.
+    """
+
+    def __init__(self, config: MonitorConfig) -> None:
+        self.config = config
+        self.episode_active = False
+        self.retrained_in_episode = False
+        self.last_retrain: float | None = None
+        # Only the last max_per_hour retrain times can matter for the hourly cap, so the state is bounded.
+        self._retrains: deque[float] = deque(maxlen=config.retrain.max_per_hour)
+        # The last known score of every test ("psi:income", "performance:accuracy") with its threshold.
+        # Firing needs fresh evidence, but clearing reads these: a window that lacks a score (too few
+        # labels for accuracy, no drift window this time, NaN) is no evidence that the test calmed down.
+        # Otherwise such a window would end the episode and the next fresh score would start a second
+        # one, and a second retrain, for the same drift. Bounded by features x tests.
+        self._readings: dict[str, tuple[float, Threshold]] = {}
+
+    def new_champion(self) -> None:
+        """A newly promoted model is judged against its own reference: whatever episode was open is over.
+
+        Retrain history stays, so the cooldown and the hourly cap still hold across the change.
+        """
+        self.episode_active = False
+        self.retrained_in_episode = False
+        self._readings.clear()
+
+    def _drift_scores(self, signals: WindowSignals) -> list[tuple[str, str, float, Threshold]]:
+        thresholds = {"psi": self.config.drift.psi, "ks": self.config.drift.ks}
+        known: list[tuple[str, str, float, Threshold]] = []
+        for feature, scores in sorted(signals.drift.items()):
+            for method in DRIFT_METHODS:
+                score = scores.get(method)
+                if _known(score):
+                    known.append((feature, method, score, thresholds[method]))
+        return known
+
+    def decide(self, signals: WindowSignals, now: float) -> Decision:
+        drift = self._drift_scores(signals)
+        perf_limit = self.config.performance.max_drop
+        perf_name = f"{PERFORMANCE_TEST}:{self.config.performance.metric}"
+        drop = signals.performance_drop if _known(signals.performance_drop) else None
+        for feature, method, score, limit in drift:
+            self._readings[f"{method}:{feature}"] = (score, limit)
+        if drop is not None:
+            self._readings[perf_name] = (drop, perf_limit)
+
+        firing = [
+            (feature, method, score, limit) for feature, method, score, limit in drift if score >= limit.fire
+        ]
+        fired = [f"{method}:{feature}" for feature, method, _, _ in firing]
+        reasons = [
+            f"{method}:{feature} {score:.3f} >= {limit.fire}" for feature, method, score, limit in firing
+        ]
+        firing_features = {feature for feature, _, _, _ in firing}
+        perf_fired = drop is not None and drop >= perf_limit.fire
+        if perf_fired:
+            fired.append(perf_name)
+            reasons.append(f"{perf_name} dropped {drop:.3f} >= {perf_limit.fire}")
+
+        starts = len(firing_features) >= self.config.drift.min_features or perf_fired
+        episode_started = starts and not self.episode_active
+        if episode_started:
+            self.episode_active = True
+            self.retrained_in_episode = False
+            reasons.append("drift episode started")
+        elif self.episode_active:
+            holding = sorted(name for name, (score, limit) in self._readings.items() if score >= limit.clear)
+            if not holding:
+                self.episode_active = False
+                reasons.append("drift episode cleared: every score below its clear threshold")
+                return Decision(False, False, False, fired, reasons)
+            if not fired:
+                reasons.append(f"episode continues: {', '.join(holding)} not yet below clear")
+        elif fired:
+            # Fewer firing features than min_features: visible, but not an episode.
+            reasons.append(
+                f"{len(firing_features)} feature(s) fired, an episode needs {self.config.drift.min_features}"
+            )
+
+        if not self.episode_active:
+            if not fired:
+                reasons.append("no test above its fire threshold")
+            return Decision(False, False, False, fired, reasons)
+
+        holds = self._holds(signals, now)
+        if holds:
+            return Decision(False, episode_started, True, fired, reasons + holds)
+        self.retrained_in_episode = True
+        self.last_retrain = now
+        self._retrains.append(now)
+        reasons.append("retrain: drift episode active and every guard passed")
+        return Decision(True, episode_started, True, fired, reasons)
+
+    def _holds(self, signals: WindowSignals, now: float) -> list[str]:
+        """Why an active episode must not retrain now (empty: it may)."""
+        guard = self.config.retrain
+        holds: list[str] = []
+        if self.retrained_in_episode:
+            # One episode, one retrain: the other guards are moot, and repeating them would mislead.
+            return ["already retrained in this drift episode"]
+        if signals.labelled_rows < guard.min_labelled_rows:
+            holds.append(f"need {guard.min_labelled_rows} labelled rows, have {signals.labelled_rows}")
+        if self.last_retrain is not None and (left := guard.cooldown_s - (now - self.last_retrain)) > 0:
+            holds.append(f"cooldown: {math.ceil(left)} s left")
+        recent = sum(1 for t in self._retrains if now - t < HOUR_S)
+        if recent >= guard.max_per_hour:
+            holds.append(f"retrains this hour at the cap of {guard.max_per_hour}")
+        return holds

@@ -1,0 +1,162 @@
+"""Training logic: fit the configured estimator on a feature set and log a traceable MLflow run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import polars as pl
+from mlflow.data.polars_dataset import from_polars
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from opentelemetry import trace
+
+from shared.datasets import load_schema
+from shared.feature_sets import FeatureSetManifest, build_feature_set, window
+from shared.features import load_feature_spec
+from shared.modeling import (
+    SKOPS_TRUSTED_TYPES,
+    ModelConfig,
+    evaluate,
+    make_estimator,
+    positive_scores,
+    servable,
+)
+from shared.snapshots import SnapshotStore
+
+TAG_TRIGGER = "mesh.trigger_event_id"
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+    params: dict[str, Any]
+
+
+def experiment_name(dataset: str) -> str:
+    return f"mesh-{dataset}"
+
+
+def latest_window(config_dir: Path, data_root: Path, dataset: str, last: int | None) -> FeatureSetManifest:
+    """A fresh feature set over the dataset's most recent snapshots (for retrain requests)."""
+    schema = load_schema(config_dir, dataset)
+    spec = load_feature_spec(config_dir, dataset)
+    committed = SnapshotStore(data_root).list(dataset)
+    if not committed:
+        raise FileNotFoundError(f"dataset {dataset!r} has no snapshots to train on")
+    return build_feature_set(
+        data_root, schema, spec, window(committed, None, last or spec.window.last_snapshots)
+    )
+
+
+def find_run_for_trigger(client: MlflowClient, dataset: str, trigger_event_id: str) -> TrainedRun | None:
+    """The run a previous delivery of the same trigger already finished, if any (idempotency)."""
+    experiment = client.get_experiment_by_name(experiment_name(dataset))
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{TAG_TRIGGER}` = '{trigger_event_id}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    return TrainedRun(
+        run_id=run.info.run_id,
+        model_uri=run.data.tags["mesh.model_uri"],
+        metrics=dict(run.data.metrics),
+        params=dict(run.data.params),
+    )
+
+
+def train(
+    manifest: FeatureSetManifest,
+    config: ModelConfig,
+    *,
+    trigger_type: str,
+    trigger_event_id: str,
+    correlation_id: str,
+) -> TrainedRun:
+    """Fit, evaluate on the raw holdout through the served pipeline, and log everything to MLflow."""
+    client = MlflowClient()
+    if (done := find_run_for_trigger(client, manifest.dataset, trigger_event_id)) is not None:
+        return done
+
+    tracer = trace.get_tracer("mesh.training")
+    with tracer.start_as_current_span(
+        "training.load", attributes={"mesh.feature_set_id": manifest.feature_set_id}
+    ):
+        train_frame = pl.read_parquet(manifest.train_path)
+        holdout = pl.read_parquet(manifest.holdout_path)
+        pipeline = json.loads(manifest.pipeline_path.read_text())
+    target = manifest.target
+
+    with tracer.start_as_current_span("training.fit", attributes={"mesh.rows": train_frame.height}):
+        estimator = make_estimator(config)
+        estimator.fit(train_frame.drop(target).to_numpy(), train_frame[target].to_numpy())
+        model = servable(pipeline, estimator)
+    with tracer.start_as_current_span("training.evaluate") as span:
+        metrics = evaluate(model, holdout, target)
+        span.set_attributes({f"mesh.metric.{k}": v for k, v in metrics.items()})
+
+    records = holdout.drop(target, pipeline["spec"]["id_column"])
+    example = records.head(5).to_pandas()
+    signature = infer_signature(example, positive_scores(model, records.head(5)))
+    params: dict[str, Any] = {
+        "estimator": config.estimator.kind,
+        **{f"estimator.{k}": v for k, v in config.estimator.params.items()},
+        "seed": config.seed,
+        "feature_set_id": manifest.feature_set_id,
+        "spec_hash": manifest.spec_hash,
+        "window_snapshots": len(manifest.snapshot_ids),
+        "train_rows": manifest.train_rows,
+        "holdout_rows": manifest.holdout_rows,
+    }
+
+    mlflow.set_experiment(experiment_name(manifest.dataset))
+    run_name = f"{config.model_name}-{manifest.feature_set_id[:8]}"
+    with tracer.start_as_current_span("training.log"), mlflow.start_run(run_name=run_name) as run:
+        mlflow.set_tags(
+            {
+                "mesh.dataset": manifest.dataset,
+                "mesh.model_name": config.model_name,
+                "mesh.feature_set_id": manifest.feature_set_id,
+                "mesh.snapshot_ids": json.dumps(manifest.snapshot_ids),
+                "mesh.feature_set_dir": manifest.directory,
+                "mesh.trigger": trigger_type,
+                TAG_TRIGGER: trigger_event_id,
+                "mesh.correlation_id": correlation_id,
+            }
+        )
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_input(
+            from_polars(
+                train_frame, source=str(manifest.train_path), targets=target, name=manifest.feature_set_id
+            ),
+            context="training",
+        )
+        mlflow.log_input(
+            from_polars(
+                holdout, source=str(manifest.holdout_path), targets=target, name=manifest.feature_set_id
+            ),
+            context="holdout",
+        )
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        )
+        mlflow.log_artifact(str(manifest.pipeline_path), artifact_path="features")
+        mlflow.log_artifact(str(manifest.profile_path), artifact_path="features")
+        # Written last: a run carrying this tag is complete, which is what the idempotency check trusts.
+        mlflow.set_tag("mesh.model_uri", info.model_uri)
+    return TrainedRun(run_id=run.info.run_id, model_uri=info.model_uri, metrics=metrics, params=params)

@@ -1,0 +1,1 @@
+"""retrain-mesh's own package: event contracts, settings, logging, telemetry and bus helpers."""

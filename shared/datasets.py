@@ -1,0 +1,110 @@
+"""Declared dataset schemas, kept under version control in ``<config_dir>/datasets/<name>.yaml``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DType = Literal["int", "float", "str", "bool", "category", "datetime"]
+
+POLARS_TYPES: dict[str, pl.DataType] = {
+    "int": pl.Int64(),
+    "float": pl.Float64(),
+    "str": pl.String(),
+    "bool": pl.Boolean(),
+    "category": pl.String(),
+    "datetime": pl.Datetime("us", "UTC"),
+}
+
+DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class ColumnSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    dtype: DType
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None
+    max_null_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _rules_fit_type(self) -> ColumnSpec:
+        if (self.min is not None or self.max is not None) and self.dtype not in ("int", "float"):
+            raise ValueError(f"column {self.name}: min/max apply to int or float columns")
+        if self.allowed is not None and self.dtype not in ("category", "str"):
+            raise ValueError(f"column {self.name}: allowed values apply to category or str columns")
+        if self.dtype == "category" and not self.allowed:
+            raise ValueError(f"column {self.name}: a category column declares its allowed values")
+        return self
+
+
+class DatasetSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    target: str | None = Field(default=None, description="the label column, if the dataset is supervised")
+    allow_extra_columns: bool = False
+    columns: list[ColumnSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSchema:
+        if not DATASET_NAME.match(self.name):
+            raise ValueError(f"dataset name {self.name!r} must match {DATASET_NAME.pattern}")
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError("column names must be unique")
+        if self.target is not None and self.target not in names:
+            raise ValueError(f"target {self.target!r} is not a declared column")
+        return self
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> ColumnSpec:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    @property
+    def polars_schema(self) -> dict[str, pl.DataType]:
+        return {c.name: POLARS_TYPES[c.dtype] for c in self.columns}
+
+    @property
+    def schema_hash(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class UnknownDataset(LookupError):
+    pass
+
+
+def dataset_path(config_dir: Path, name: str) -> Path:
+    if not DATASET_NAME.match(name):
+        raise UnknownDataset(f"dataset name {name!r} must match {DATASET_NAME.pattern}")
+    return config_dir / "datasets" / f"{name}.yaml"
+
+
+def load_schema(config_dir: Path, name: str) -> DatasetSchema:
+    path = dataset_path(config_dir, name)
+    if not path.is_file():
+        known = sorted(p.stem for p in (config_dir / "datasets").glob("*.yaml"))
+        raise UnknownDataset(f"dataset {name!r} is not declared (known: {', '.join(known) or 'none'})")
+    schema = DatasetSchema.model_validate(yaml.safe_load(path.read_text()))
+    if schema.name != name:
+        raise ValueError(f"{path} declares dataset {schema.name!r}, expected {name!r}")
+    return schema

@@ -1,0 +1,301 @@
+"""Declared features: one pipeline of polars expressions, used to build training frames (features
+service) and inside every served model (serving, registry), so a request is transformed exactly as
+training data was.
+
+A spec lives under version control in ``<config_dir>/features/<dataset>.yaml``. Operations that learn
+from data (group statistics) are *fitted* on the training split only and carried as ``state``, so the
+holdout and live traffic never leak into them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import polars as pl
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from shared.datasets import DatasetSchema, load_schema
+
+GLOBAL_KEY = "__global__"
+
+
+class _Op(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1)
+
+
+class Numeric(_Op):
+    op: Literal["numeric"]
+    source: str
+    fill: float | None = None
+
+
+class Log1p(_Op):
+    op: Literal["log1p"]
+    source: str
+    fill: float | None = None
+
+
+class Ratio(_Op):
+    op: Literal["ratio"]
+    numerator: str
+    denominator: str
+    scale: float = 1.0
+
+
+class IsNull(_Op):
+    op: Literal["is_null"]
+    source: str
+
+
+class OneHot(_Op):
+    op: Literal["one_hot"]
+    source: str
+
+
+class Ordinal(_Op):
+    op: Literal["ordinal"]
+    source: str
+    order: list[str] = Field(min_length=1)
+
+
+class GroupRatio(_Op):
+    """``source`` relative to its mean within ``by`` (mean fitted on the training split)."""
+
+    op: Literal["group_ratio"]
+    source: str
+    by: str
+
+
+FeatureOp = Annotated[
+    Numeric | Log1p | Ratio | IsNull | OneHot | Ordinal | GroupRatio, Field(discriminator="op")
+]
+
+
+class WindowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    last_snapshots: int = Field(default=5, ge=1)
+
+
+class SplitSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
+    seed: int = 0
+
+
+class FeatureSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str
+    target: str
+    id_column: str = Field(description="keeps each row on one side of the split as the window grows")
+    window: WindowSpec = WindowSpec()
+    split: SplitSpec = SplitSpec()
+    features: list[FeatureOp] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> FeatureSpec:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError("feature names must be unique")
+        return self
+
+    @property
+    def spec_hash(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The raw columns a record must carry to be transformed (what /predict accepts)."""
+        seen: dict[str, None] = {}
+        for f in self.features:
+            for attr in ("source", "numerator", "denominator", "by"):
+                if (col := getattr(f, attr, None)) is not None:
+                    seen[col] = None
+        return list(seen)
+
+
+def load_feature_spec(config_dir: Path, dataset: str) -> FeatureSpec:
+    path = config_dir / "features" / f"{dataset}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no feature spec for dataset {dataset!r} at {path}")
+    spec = FeatureSpec.model_validate(yaml.safe_load(path.read_text()))
+    schema = load_schema(config_dir, dataset)
+    check_spec_against_schema(spec, schema)
+    return spec
+
+
+def check_spec_against_schema(spec: FeatureSpec, schema: DatasetSchema) -> None:
+    declared = set(schema.column_names)
+    missing = [c for c in [*spec.input_columns, spec.target, spec.id_column] if c not in declared]
+    if missing:
+        raise ValueError(f"feature spec for {spec.dataset!r} uses undeclared columns: {missing}")
+    for f in spec.features:
+        if isinstance(f, OneHot) and not schema.column(f.source).allowed:
+            raise ValueError(f"feature {f.name}: one_hot needs a column with declared allowed values")
+
+
+class FeaturePipeline:
+    """Spec + schema + fitted state -> polars expressions producing a Float64 matrix."""
+
+    def __init__(
+        self, spec: FeatureSpec, schema: DatasetSchema, state: dict[str, dict[str, float]] | None = None
+    ):
+        self.spec = spec
+        self.schema = schema
+        self.state = state or {}
+        self._compiled: list[pl.Expr] | None = None
+
+    @property
+    def output_columns(self) -> list[str]:
+        columns: list[str] = []
+        for f in self.spec.features:
+            if isinstance(f, OneHot):
+                columns.extend(f"{f.name}={value}" for value in self.schema.column(f.source).allowed or [])
+            else:
+                columns.append(f.name)
+        return columns
+
+    def fit(self, frame: pl.DataFrame) -> FeaturePipeline:
+        state: dict[str, dict[str, float]] = {}
+        for f in self.spec.features:
+            if isinstance(f, GroupRatio):
+                # One chunk, rounded: polars' parallel mean over a multi-chunk frame differs in the last
+                # bits from run to run, and the same inputs must give the same feature set.
+                means = (
+                    frame.rechunk()
+                    .group_by(f.by)
+                    .agg(pl.col(f.source).cast(pl.Float64).mean().round(9))
+                    .drop_nulls()
+                )
+                table = {str(k): float(v) for k, v in means.iter_rows()}
+                overall = frame[f.source].cast(pl.Float64).rechunk().mean()
+                table[GLOBAL_KEY] = float(overall) if isinstance(overall, int | float) else 0.0
+                state[f.name] = table
+        self.state = state
+        self._compiled = None
+        return self
+
+    def _expressions(self) -> list[pl.Expr]:
+        exprs: list[pl.Expr] = []
+        for f in self.spec.features:
+            if isinstance(f, Numeric | Log1p):
+                col = pl.col(f.source).cast(pl.Float64)
+                if f.fill is not None:
+                    col = col.fill_null(f.fill)
+                exprs.append((col.log1p() if isinstance(f, Log1p) else col).alias(f.name))
+            elif isinstance(f, Ratio):
+                num, den = pl.col(f.numerator).cast(pl.Float64), pl.col(f.denominator).cast(pl.Float64)
+                exprs.append((num * f.scale / (den.abs() + 1.0)).alias(f.name))
+            elif isinstance(f, IsNull):
+                exprs.append(pl.col(f.source).is_null().cast(pl.Float64).alias(f.name))
+            elif isinstance(f, OneHot):
+                for value in self.schema.column(f.source).allowed or []:
+                    exprs.append(
+                        (pl.col(f.source) == value)
+                        .fill_null(False)
+                        .cast(pl.Float64)
+                        .alias(f"{f.name}={value}")
+                    )
+            elif isinstance(f, Ordinal):
+                ranks = {v: float(i) for i, v in enumerate(f.order)}
+                exprs.append(
+                    pl.col(f.source)
+                    .replace_strict(ranks, default=-1.0, return_dtype=pl.Float64)
+                    .alias(f.name)
+                )
+            elif isinstance(f, GroupRatio):
+                table = self.state.get(f.name)
+                if table is None:
+                    raise RuntimeError(f"feature {f.name} needs fitting before transform")
+                mean = (
+                    pl.col(f.by)
+                    .cast(pl.String)
+                    .replace_strict(
+                        {k: v for k, v in table.items() if k != GLOBAL_KEY},
+                        default=table[GLOBAL_KEY],
+                        return_dtype=pl.Float64,
+                    )
+                )
+                exprs.append((pl.col(f.source).cast(pl.Float64) / (mean.abs() + 1e-9)).alias(f.name))
+        return exprs
+
+    def transform(self, frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+        if self._compiled is None:
+            self._compiled = self._expressions()
+        if isinstance(frame, pl.DataFrame):
+            # Eager on small frames: planning a lazy query costs ~1 ms, more than the work for one record.
+            return frame.select(self._compiled)
+        return frame.select(self._compiled).collect()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.model_dump(mode="json"),
+            "schema": self.schema.model_dump(mode="json"),
+            "state": self.state,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeaturePipeline:
+        return cls(
+            FeatureSpec.model_validate(data["spec"]),
+            DatasetSchema.model_validate(data["schema"]),
+            data.get("state") or {},
+        )
+
+
+def as_polars(records: Any, columns: list[str], schema: DatasetSchema) -> pl.DataFrame:
+    """Raw records (polars, pandas, or a list of dicts) as a polars frame with the declared dtypes."""
+    if isinstance(records, pl.DataFrame):
+        frame = records
+    elif isinstance(records, list):
+        # An explicit schema, not inference from the first records: a field first seen late must not be lost.
+        frame = pl.DataFrame(records, schema={c: schema.polars_schema[c] for c in columns}, strict=False)
+    else:  # pandas, as MLflow's pyfunc and signature checks hand it over
+        frame = pl.from_pandas(records)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        frame = frame.with_columns(pl.lit(None, dtype=schema.polars_schema[c]).alias(c) for c in missing)
+    return frame
+
+
+class FeatureTransformer(TransformerMixin, BaseEstimator):
+    """The feature pipeline as the first step of a scikit-learn Pipeline, so a logged model takes raw records.
+
+    It is fitted by the features service (its state comes from the feature set); ``fit`` here is a no-op
+    so wrapping an already-trained estimator does not refit anything.
+    """
+
+    def __init__(self, pipeline: dict[str, Any] | None = None) -> None:
+        self.pipeline = pipeline
+
+    def _pipeline(self) -> FeaturePipeline:
+        # Built once per process: validating the spec on every request would cost more than the model.
+        compiled: FeaturePipeline | None = self.__dict__.get("_compiled")
+        if compiled is None:
+            if self.pipeline is None:
+                raise RuntimeError("FeatureTransformer has no pipeline")
+            compiled = FeaturePipeline.from_dict(self.pipeline)
+            self.__dict__["_compiled"] = compiled
+        return compiled
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_compiled"}
+
+    def fit(self, X: Any, y: Any = None) -> FeatureTransformer:
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        pipeline = self._pipeline()
+        frame = as_polars(X, pipeline.spec.input_columns, pipeline.schema)
+        return pipeline.transform(frame).to_numpy().astype(np.float64, copy=False)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray(self._pipeline().output_columns, dtype=object)

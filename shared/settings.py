@@ -1,0 +1,99 @@
+"""One settings object for every service and tool, read from ``MESH_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+SERVICE_NAMES = ("ingest", "features", "training", "registry", "serving", "monitor")
+
+
+class MeshSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MESH_", extra="ignore")
+
+    # Where things are. Unset URLs mean "the embedded server on loopback at its port".
+    redis_url: str | None = Field(default=None, description="any Redis >= 7; unset: embedded valkey-server")
+    redis_port: int = 6390
+    mlflow_tracking_uri: str | None = None
+    mlflow_port: int = 5050
+    state_dir: Path = Path(".mesh")
+    data_root: Path | None = None
+    config_dir: Path = REPO_ROOT / "deploy" / "config"
+
+    # HTTP ports, one per service (each service also serves /healthz, /readyz and /metrics).
+    host: str = "127.0.0.1"
+    ingest_port: int = 8101
+    features_port: int = 8102
+    training_port: int = 8103
+    registry_port: int = 8104
+    serving_port: int = 3000
+    monitor_port: int = 8106
+
+    # Observability.
+    log_level: str = "INFO"
+    otel_exporter: str = Field(
+        default="none", description="comma-separated: none, otlp, mlflow (its /v1/traces), file, console"
+    )
+    trace_experiment: str = "mesh-traces"
+    trace_request_sample_ratio: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="share of incoming requests traced (event chains: all)"
+    )
+    otlp_endpoint: str | None = None
+    trace_file: Path | None = None
+
+    # Bus behaviour.
+    stream_maxlen: int = Field(default=100_000, ge=100, description="XADD MAXLEN ~ cap per stream")
+    bus_block_ms: int = Field(default=1_000, ge=10, description="XREADGROUP BLOCK; bounds idle polling")
+    bus_reclaim_idle_ms: int = Field(default=30_000, ge=100, description="pending this long => reclaimable")
+    bus_reclaim_interval_ms: int = Field(
+        default=5_000, ge=50, description="XAUTOCLAIM sweep period when idle"
+    )
+    bus_max_attempts: int = Field(default=5, ge=1)
+    bus_supervise_interval_s: float = Field(default=2.0, gt=0)
+    bus_graceful_timeout_s: float = Field(
+        default=30.0, gt=0, description="on stop, wait this long for handlers"
+    )
+    idempotency_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    startup_timeout_s: float = Field(default=30.0, gt=0)
+
+    # Registry commands (promote/rollback) need this bearer token; unset disables them.
+    registry_token: str | None = None
+
+    # Serving.
+    serving_dataset: str = "demo"
+    serving_workers: int = Field(default=1, ge=1)
+    serving_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="share of predictions sent")
+    serving_reconcile_s: float = Field(default=30.0, gt=0, description="check the champion alias this often")
+
+    # Limits.
+    max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+
+    @property
+    def otel_exporters(self) -> list[str]:
+        kinds = [k.strip() for k in self.otel_exporter.split(",") if k.strip() and k.strip() != "none"]
+        unknown = set(kinds) - {"otlp", "mlflow", "file", "console"}
+        if unknown:
+            raise ValueError(f"MESH_OTEL_EXPORTER: unknown exporter(s) {sorted(unknown)}")
+        return kinds
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def effective_mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def effective_data_root(self) -> Path:
+        return self.data_root or self.state_dir / "data"
+
+    def port_for(self, service: str) -> int:
+        if service not in SERVICE_NAMES:
+            raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}")
+        port: int = getattr(self, f"{service}_port")
+        return port

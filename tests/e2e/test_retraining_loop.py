@@ -1,0 +1,330 @@
+"""The whole mesh as processes, started by the launcher from docker-compose.yml: valkey-server, an MLflow
+server, ingest, features, training, registry and the BentoML serving service, on free loopback ports.
+
+The tests of this module are one scenario, in order: a first model serves; a better one replaces it under
+load; a poisoned one is rejected; rollback serves the previous version; lineage leads to the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pytest
+import redis
+from mlflow.tracking import MlflowClient
+from rich.console import Console
+
+from services.ingest.handlers import content_hash, validate_batch
+from shared import stack, streams
+from shared.bus import entry_body
+from shared.contracts import parse_event
+from shared.datasets import load_schema
+from shared.demo_data import generate
+from shared.embedded import free_port
+from shared.settings import MeshSettings
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+MODEL = "churn-demo"
+RECORD = {
+    "age": 44, "income": 38_000.0, "tenure_months": 5, "monthly_spend": 120.0,
+    "support_calls": 4, "last_login_days": 21.0, "region": "south", "plan": "basic",
+}  # fmt: skip
+
+
+class Mesh:
+    def __init__(self, settings: MeshSettings) -> None:
+        self.settings = settings
+        self.ingest = f"http://127.0.0.1:{settings.ingest_port}"
+        self.serving = f"http://127.0.0.1:{settings.serving_port}"
+        self.registry = f"http://127.0.0.1:{settings.registry_port}"
+        self.redis = redis.Redis.from_url(settings.effective_redis_url)
+        self.mlflow = MlflowClient(settings.effective_mlflow_uri, settings.effective_mlflow_uri)
+        self.http = httpx.Client(timeout=60)
+
+    def events(self, stream: str) -> list[Any]:
+        entries: Any = self.redis.xrange(stream)
+        return [parse_event(entry_body(fields), stream) for _, fields in entries]
+
+    def upload(self, **knobs: Any) -> dict[str, Any]:
+        body = generate(**knobs).write_csv().encode()
+        response = self.http.post(
+            f"{self.ingest}/datasets/demo/batches", content=body, headers={"content-type": "text/csv"}
+        )
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def served(self) -> dict[str, Any] | None:
+        response = self.http.get(f"{self.serving}/model")
+        return response.json() if response.status_code == 200 else None
+
+    def wait(self, what: str, check: Any, timeout: float = 240) -> Any:
+        deadline = time.monotonic() + timeout
+        while not (result := check()):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.3)
+        return result
+
+    def wait_version(self, version: str) -> dict[str, Any]:
+        served: dict[str, Any] = self.wait(
+            f"serving version {version}", lambda: (m := self.served()) and m["version"] == version and m
+        )
+        return served
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    state = tmp_path_factory.mktemp("stack")
+    ports = {f"{name}_port": free_port() for name in ("redis", "mlflow", *stack.SERVICE_NAMES)}
+    settings = MeshSettings(state_dir=state, **ports)
+    console = Console(file=io.StringIO(), width=200)
+    code = stack.up(settings, console=console)
+    try:
+        assert code == 0, console.file.getvalue()  # type: ignore[attr-defined]
+        yield Mesh(settings)
+    finally:
+        stack.down(settings, console=console)
+
+
+def test_data_in_a_validated_model_out(mesh: Mesh) -> None:
+    assert mesh.http.get(f"{mesh.serving}/readyz").status_code == 503  # no model before any data
+    ingested = mesh.upload(rows=600, seed=1)
+    served = mesh.wait_version("1")
+
+    chain = [mesh.events(s) for s in (streams.DATA_INGESTED, streams.FEATURES_READY, streams.MODEL_TRAINED)]
+    [[data], [features], [trained]] = chain
+    [promoted] = mesh.events(streams.MODEL_PROMOTED)
+    assert data.event_id == ingested["event_id"]
+    assert [features.causation_id, trained.causation_id, promoted.causation_id] == [
+        data.event_id, features.event_id, trained.event_id
+    ]  # fmt: skip
+    assert promoted.correlation_id == data.correlation_id
+    assert (
+        served["run_id"] == trained.payload.run_id
+        and served["feature_set_id"] == features.payload.feature_set_id
+    )
+    assert mesh.mlflow.get_model_version_by_alias(MODEL, "champion").version == "1"
+
+    response = mesh.http.post(f"{mesh.serving}/predict", json={"features": RECORD})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["prediction"] in (0, 1) and 0.0 <= body["probability"] <= 1.0
+    assert body["model"]["version"] == "1" and response.headers["x-model-version"] == f"{MODEL}/1"
+    assert f"feature_set={served['feature_set_id']}" in response.headers["x-model-lineage"]
+
+    batch = mesh.http.post(f"{mesh.serving}/predict_batch", json={"records": [RECORD, {**RECORD, "age": 70}]})
+    assert batch.status_code == 200 and len(batch.json()["predictions"]) == 2
+
+    bad = mesh.http.post(f"{mesh.serving}/predict", json={"features": {**RECORD, "region": "mars"}})
+    assert bad.status_code == 422 and bad.json()["field"] == "features.region"
+    unknown = mesh.http.post(f"{mesh.serving}/predict", json={"features": {**RECORD, "colour": "red"}})
+    assert unknown.status_code == 422 and unknown.json()["field"] == "features.colour"
+    missing = mesh.http.post(f"{mesh.serving}/predict_batch", json={"records": [RECORD, {"age": 30}]})
+    assert missing.status_code == 422 and missing.json()["field"].startswith("records[1].")
+
+    # Served predictions are published for the monitor, off the response path.
+    published = mesh.wait("prediction records", lambda: mesh.events(streams.PREDICTIONS))
+    assert {p.payload.model_version for p in published} == {"1"}
+
+
+def test_a_better_model_is_hot_swapped_under_load_without_a_failed_request(mesh: Mesh) -> None:
+    mesh.wait_version("1")
+
+    async def client(stop: asyncio.Event, log: list[tuple[int, str]]) -> None:
+        async with httpx.AsyncClient(base_url=mesh.serving, timeout=30) as http:
+            while not stop.is_set():
+                try:
+                    response = await http.post("/predict", json={"features": RECORD})
+                    log.append((response.status_code, response.headers.get("x-model-version", "")))
+                except httpx.HTTPError as exc:
+                    log.append((0, type(exc).__name__))
+
+    async def scenario() -> list[list[tuple[int, str]]]:
+        stop = asyncio.Event()
+        logs: list[list[tuple[int, str]]] = [[] for _ in range(6)]
+        tasks = [asyncio.create_task(client(stop, log)) for log in logs]
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(mesh.upload, rows=4000, seed=2)
+        await asyncio.to_thread(mesh.wait_version, "2")
+        await asyncio.sleep(2.0)  # keep the load on after the swap
+        stop.set()
+        await asyncio.gather(*tasks)
+        return logs
+
+    logs = asyncio.run(scenario())
+    responses = [entry for log in logs for entry in log]
+    failures = [entry for entry in responses if entry[0] != 200]
+    assert not failures, f"{len(failures)} of {len(responses)} requests failed: {failures[:5]}"
+    assert {version for _, version in responses} == {f"{MODEL}/1", f"{MODEL}/2"}
+    for log in logs:  # each client's requests are sequential: the version switches exactly once
+        versions = [version for _, version in log]
+        switches = sum(1 for a, b in itertools.pairwise(versions) if a != b)
+        assert switches == 1 and versions[0].endswith("/1") and versions[-1].endswith("/2"), versions
+    assert len(responses) > 50
+
+
+def test_a_poisoned_batch_never_becomes_champion(mesh: Mesh) -> None:
+    before = mesh.wait_version("2")
+    rejected_before = len(mesh.events(streams.MODEL_REJECTED))
+    mesh.upload(rows=4000, seed=3, label_noise=1.0)
+    rejected = mesh.wait("the gate's verdict", lambda: mesh.events(streams.MODEL_REJECTED)[rejected_before:])
+    assert rejected[0].payload.reasons
+    assert mesh.served() == before  # same version, same load
+    assert mesh.mlflow.get_model_version_by_alias(MODEL, "champion").version == "2"
+    assert len(mesh.mlflow.search_model_versions(f"name='{MODEL}'")) == 2
+
+
+def test_rollback_serves_the_previous_version(mesh: Mesh) -> None:
+    mesh.wait_version("2")
+    token = stack.registry_token(mesh.settings)
+    auth = {"authorization": f"Bearer {token}"}
+    response = mesh.http.post(f"{mesh.registry}/models/{MODEL}/rollback", headers=auth)
+    assert response.status_code == 200, response.text
+    mesh.wait_version("1")
+    response = mesh.http.post(f"{mesh.registry}/models/{MODEL}/promote", json={"version": "2"}, headers=auth)
+    assert response.status_code == 200, response.text
+    mesh.wait_version("2")
+
+
+def test_lineage_leads_from_the_served_model_to_its_data(mesh: Mesh) -> None:
+    served = mesh.wait_version("2")
+    run = mesh.mlflow.get_run(served["run_id"])
+    assert run.data.tags["mesh.feature_set_id"] == served["feature_set_id"]
+    snapshot_ids = json.loads(run.data.tags["mesh.snapshot_ids"])
+    assert snapshot_ids == served["snapshot_ids"] and len(snapshot_ids) == 2
+    feature_dir = Path(run.data.tags["mesh.feature_set_dir"])
+    manifest = json.loads((feature_dir / "manifest.json").read_text())
+    assert manifest["feature_set_id"] == served["feature_set_id"] and manifest["snapshot_ids"] == snapshot_ids
+    schema = load_schema(mesh.settings.config_dir, "demo")
+    root = mesh.settings.effective_data_root / "datasets" / "demo" / "snapshots"
+    for snapshot_id in snapshot_ids:
+        frame, failures = validate_batch(pl.read_parquet(root / f"{snapshot_id}.parquet"), schema)
+        assert not failures
+        assert content_hash("demo", frame) == snapshot_id  # the file is the data the id names
+    assert run.data.params["feature_set_id"] == served["feature_set_id"]
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {served["feature_set_id"]}
+
+
+def test_drifted_traffic_and_late_labels_lead_to_a_new_champion(mesh: Mesh) -> None:
+    before = mesh.wait_version("2")
+    monitor = f"http://127.0.0.1:{mesh.settings.monitor_port}"
+
+    def send(frame: pl.DataFrame) -> list[str]:
+        ids: list[str] = []
+        for chunk in frame.drop("customer_id", "event_time", "churned").iter_slices(250):
+            response = mesh.http.post(f"{mesh.serving}/predict_batch", json={"records": chunk.to_dicts()})
+            assert response.status_code == 200, response.text
+            ids += [p["request_id"] for p in response.json()["predictions"]]
+        return ids
+
+    # Inputs drift: the monitor sees it, but holds the retrain until labels give it data to learn from.
+    # (Earlier load, one record repeated, may already have opened an episode: judge the latest window.)
+    windows_before = mesh.http.get(f"{monitor}/drift").json()["windows"]
+    send(generate(rows=1500, seed=41, covariate_shift=1.0))
+
+    def shifted_window() -> dict[str, Any] | None:
+        state: dict[str, Any] = mesh.http.get(f"{monitor}/drift").json()
+        latest = state["latest"]
+        fresh = state["windows"] >= windows_before + 3 and latest["model_version"] == "2"
+        return latest if fresh else None
+
+    latest = mesh.wait("the shifted windows", shifted_window)
+    assert latest["decision"]["episode_active"] and latest["decision"]["fired"]
+    assert latest["decision"]["retrain"] is False
+    assert any("labelled rows" in reason for reason in latest["decision"]["reasons"])
+    detected = mesh.events(streams.DRIFT_DETECTED)
+    assert detected and {"1", "2"} >= {e.payload.model_version for e in detected}
+    assert not mesh.events(streams.RETRAIN_REQUESTED)
+
+    # The rule changes and the labels arrive over HTTP: one retrain, and the gate promotes the result.
+    shifted = generate(rows=2000, seed=42, concept_shift=1.0)
+    ids = send(shifted)
+    labels = [{"request_id": r, "label": y} for r, y in zip(ids, shifted["churned"], strict=True)]
+    bad = mesh.http.post(f"{monitor}/labels", json={"labels": [{"label": 1}]})
+    assert bad.status_code == 422 and bad.json()["field"] == "labels[0]"
+    assert mesh.http.post(f"{monitor}/labels", json={"labels": labels}).status_code == 202
+    [retrain] = mesh.wait("a retrain request", lambda: mesh.events(streams.RETRAIN_REQUESTED))
+    fresh = mesh.wait("the retrained version", lambda: (m := mesh.served()) and m["version"] != "2" and m)
+    assert fresh["version"] == "3" and before["version"] == "2"
+    [promoted] = [e for e in mesh.events(streams.MODEL_PROMOTED) if e.payload.version == "3"]
+    assert promoted.correlation_id == retrain.correlation_id
+    assert len(mesh.events(streams.RETRAIN_REQUESTED)) == 1
+    report = mesh.http.get(f"{monitor}/drift/report")
+    assert report.status_code == 200 and "data:image/png;base64," in report.text
+
+
+def test_one_trace_follows_an_upload_from_ingest_to_the_swap(mesh: Mesh) -> None:
+    spans = [json.loads(line) for line in (mesh.settings.state_dir / "traces.jsonl").read_text().splitlines()]
+    upload = min((s for s in spans if s["name"] == "ingest.upload"), key=lambda s: s["start_time"])
+    trace_id = upload["context"]["trace_id"]
+    chain = [s for s in spans if s["context"]["trace_id"] == trace_id]
+    services = {s["resource"]["attributes"]["service.name"] for s in chain}
+    assert {"mesh-ingest", "mesh-features", "mesh-training", "mesh-registry", "mesh-serving"} <= services
+    names = {s["name"] for s in chain}
+    assert {
+        "POST /datasets/{name}/batches",
+        "features.build",
+        "training.fit",
+        "registry.gate",
+        "serving.swap",
+    } <= names
+    assert {"data.ingested process", "features.ready process", "model.trained process"} <= names
+    handled = [s for s in chain if s["name"].endswith(" process")]
+    assert all(
+        s["attributes"]["messaging.system"] == "redis" and s["attributes"]["mesh.event_id"] for s in handled
+    )
+    swap = next(s for s in chain if s["name"] == "serving.swap")
+    assert swap["attributes"]["mesh.model_version"] == "1"
+    # Prediction requests are traced too, a sample of them (compose: a tenth) to spare the trace store.
+    served = [s for s in spans if s["resource"]["attributes"]["service.name"] == "mesh-serving"]
+    requests = [s for s in served if s["name"] in ("POST /predict", "POST /predict_batch")]
+    assert requests and all(s["attributes"]["http.response.status_code"] in (200, 422) for s in requests)
+
+    # The same trace in the MLflow UI, the embedded stack's trace viewer.
+    experiment = mesh.mlflow.get_experiment_by_name("mesh-traces")
+    assert experiment is not None
+    shown = mesh.mlflow.get_trace(f"tr-{trace_id.removeprefix('0x')}")
+    assert shown.info.experiment_id == experiment.experiment_id
+    assert {"ingest.upload", "features.build", "training.fit", "serving.swap"} <= {
+        s.name for s in shown.data.spans
+    }
+
+
+@pytest.mark.parametrize(
+    ("service", "families"),
+    [
+        (
+            "ingest",
+            {"mesh_http_request_duration_seconds", "mesh_events_published", "mesh_consumer_lag_messages"},
+        ),
+        ("features", {"mesh_events_handled", "mesh_consumer_pending_messages"}),
+        ("training", {"mesh_events_handled", "mesh_events_failed"}),
+        ("registry", {"mesh_promotions", "mesh_rejections", "mesh_http_request_duration_seconds"}),
+        ("monitor", {"mesh_drift_score", "mesh_retrains_triggered", "mesh_monitor_decisions"}),
+        (
+            "serving",
+            {
+                "mesh_predictions",
+                "mesh_model_swap_duration_seconds",
+                "bentoml_service_request_duration_seconds",
+            },
+        ),
+    ],
+)
+def test_every_service_exports_its_metrics(mesh: Mesh, service: str, families: set[str]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = mesh.http.get(f"http://127.0.0.1:{mesh.settings.port_for(service)}/metrics")
+    assert response.status_code == 200
+    exported = {family.name for family in text_string_to_metric_families(response.text)}
+    assert families <= exported, sorted(families - exported)

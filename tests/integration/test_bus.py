@@ -1,0 +1,246 @@
+"""Delivery guarantees of shared.bus over a real Redis-compatible server, with real services."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from conftest import demo_csv, serve, stream_events, wait_for
+
+from services.ingest.app import create_app
+from shared import streams
+from shared.bus import MeshBus
+from shared.contracts import IngestRequested, LabelObserved, new_event
+from shared.settings import REPO_ROOT, MeshSettings
+
+pytestmark = pytest.mark.integration
+
+
+async def _xreadgroup_calls(client: aioredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_xreadgroup", {}).get("calls", 0))
+
+
+async def _publish_requests(client: aioredis.Redis, files: list[Path]) -> list[str]:
+    ids = []
+    pipe = client.pipeline(transaction=False)
+    for path in files:
+        event = new_event(streams.INGEST_REQUESTED, IngestRequested(dataset="demo", uri=str(path)))
+        ids.append(event.event_id)
+        pipe.xadd(streams.INGEST_REQUESTED, {"__data__": event.model_dump_json()})
+    await pipe.execute()
+    return ids
+
+
+def _batch_files(root: Path, count: int, rows: int = 3) -> list[Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    files = []
+    for seed in range(count):
+        path = root / f"batch-{seed:04d}.csv"
+        path.write_bytes(demo_csv(rows, seed=seed))
+        files.append(path)
+    return files
+
+
+async def test_a_backlog_published_before_the_service_first_starts_is_all_handled(
+    settings: MeshSettings, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    files = _batch_files(tmp_path / "batches", 1000)
+    await _publish_requests(redis_client, files)
+    assert await redis_client.xlen(streams.INGEST_REQUESTED) == 1000
+
+    async with serve(create_app(settings)):
+
+        async def all_announced() -> bool:
+            return await redis_client.xlen(streams.DATA_INGESTED) == 1000
+
+        await wait_for(all_announced, timeout=120, what="1000 data.ingested events")
+        group = {g["name"].decode(): g for g in await redis_client.xinfo_groups(streams.INGEST_REQUESTED)}
+    assert group["ingest"]["pending"] == 0
+    assert group["ingest"]["lag"] == 0
+    snapshots = {e.payload.snapshot_id for e in await stream_events(redis_client, streams.DATA_INGESTED)}
+    assert len(snapshots) == 1000
+    assert await redis_client.xlen(streams.DEADLETTER) == 0
+
+
+async def test_an_event_whose_consumer_is_killed_before_ack_is_redelivered_to_another(
+    settings: MeshSettings, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    marker = tmp_path / "taken"
+    env = {
+        **os.environ,
+        "MESH_REDIS_PORT": str(settings.redis_port),
+        "MESH_BUS_BLOCK_MS": "200",
+        "MESH_BUS_RECLAIM_IDLE_MS": str(settings.bus_reclaim_idle_ms),
+        "MESH_LOG_LEVEL": "WARNING",
+    }
+    doomed = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("stuck_consumer.py")), str(marker)],
+        env=env,
+        cwd=REPO_ROOT,
+        start_new_session=True,
+    )
+    try:
+        # The doomed consumer must own its group before the event exists, so it is the one to take it.
+        await wait_for(
+            lambda: redis_client.exists(streams.INGEST_REQUESTED),
+            timeout=30,
+            what="the doomed consumer's group",
+        )
+        [request_id] = await _publish_requests(redis_client, _batch_files(tmp_path / "one", 1))
+
+        async def taken() -> bool:
+            return marker.exists()
+
+        await wait_for(taken, timeout=30, what="the doomed consumer to take the event")
+        assert marker.read_text() == request_id
+    finally:
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=10)
+
+    pending = await redis_client.xpending_range(
+        streams.INGEST_REQUESTED, "ingest", min="-", max="+", count=10
+    )
+    assert [p["consumer"] for p in pending] == [b"ingest-doomed"]
+
+    async with serve(create_app(settings)):
+        events = await wait_for(
+            lambda: stream_events(redis_client, streams.DATA_INGESTED), timeout=30, what="redelivery"
+        )
+        # Give a second (wrong) delivery the chance to show up before asserting there was exactly one.
+        await asyncio.sleep(settings.bus_reclaim_idle_ms / 1000 * 2)
+        events = await stream_events(redis_client, streams.DATA_INGESTED)
+    assert len(events) == 1
+    assert events[0].causation_id == request_id
+    assert (await redis_client.xpending(streams.INGEST_REQUESTED, "ingest"))["pending"] == 0
+
+
+async def test_after_redis_loses_its_data_the_service_recreates_its_group_and_goes_on(
+    settings: MeshSettings, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    files = _batch_files(tmp_path / "batches", 2)
+    async with serve(create_app(settings)):
+        await _publish_requests(redis_client, files[:1])
+        await wait_for(lambda: redis_client.xlen(streams.DATA_INGESTED), what="first event")
+
+        await redis_client.flushall()
+        await redis_client.config_resetstat()
+
+        async def group_back() -> bool:
+            groups = (
+                await redis_client.xinfo_groups(streams.INGEST_REQUESTED)
+                if await redis_client.exists(streams.INGEST_REQUESTED)
+                else []
+            )
+            return any(g["name"] == b"ingest" for g in groups)
+
+        await wait_for(group_back, timeout=15, what="the group to be recreated")
+        await _publish_requests(redis_client, files[1:])
+        events = await wait_for(
+            lambda: stream_events(redis_client, streams.DATA_INGESTED), timeout=15, what="event after flush"
+        )
+        assert events[0].payload.row_count == 3
+
+        # No tight retry loop: over a quiet window the service makes a bounded number of calls.
+        await redis_client.config_resetstat()
+        window = 3.0
+        await asyncio.sleep(window)
+        stats = await redis_client.info("commandstats")
+    calls = sum(int(v["calls"]) for v in stats.values())
+    # One blocking read per bus_block_ms, one reclaim sweep per interval, one PING per readiness
+    # check: tens per second at the test's short timings, never thousands.
+    per_second = calls / window
+    assert per_second < 40, stats
+
+
+async def test_idle_consumers_do_not_busy_poll(
+    redis_port: int, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    defaults = MeshSettings(redis_port=redis_port, state_dir=tmp_path)  # production timings
+    bus = MeshBus(defaults, "idle")
+
+    async def never(_: Any) -> None:
+        raise AssertionError("no events were published")
+
+    for stream in (streams.LABELS, streams.PREDICTIONS, streams.MODEL_PROMOTED):
+        bus.consume(stream, never)
+    await bus.start()
+    try:
+        await redis_client.config_resetstat()
+        window = 5.0
+        await asyncio.sleep(window)
+        calls = await _xreadgroup_calls(redis_client)
+    finally:
+        await bus.stop()
+    assert calls / window / 3 <= 2.0, f"{calls} XREADGROUP calls in {window}s for 3 idle consumers"
+
+
+async def test_a_failing_handler_is_retried_then_dead_lettered_with_its_error(
+    settings: MeshSettings, redis_client: aioredis.Redis
+) -> None:
+    bus = MeshBus(settings, "flaky")
+    attempts: dict[str, int] = {}
+
+    async def handler(event: Any) -> None:
+        request_id = event.payload.request_id
+        attempts[request_id] = attempts.get(request_id, 0) + 1
+        if request_id == "always" or attempts[request_id] < 2:
+            raise RuntimeError(f"boom on {request_id}")
+
+    bus.consume(streams.LABELS, handler)
+    await bus.start()
+    try:
+        for request_id in ("once", "always"):
+            await bus.emit(
+                streams.LABELS,
+                LabelObserved(request_id=request_id, label=1, observed_at="2026-01-01T00:00:00Z"),
+            )
+        letters = await wait_for(
+            lambda: stream_events(redis_client, streams.DEADLETTER), timeout=30, what="a dead letter"
+        )
+    finally:
+        await bus.stop()
+    assert attempts == {"once": 2, "always": settings.bus_max_attempts}
+    [letter] = letters
+    assert letter.payload.attempts == settings.bus_max_attempts
+    assert letter.payload.error == "RuntimeError: boom on always"
+    assert '"request_id":"always"' in letter.payload.original
+    assert (await redis_client.xpending(streams.LABELS, "flaky"))["pending"] == 0
+
+
+async def test_a_redelivered_event_is_handled_once(
+    settings: MeshSettings, redis_client: aioredis.Redis
+) -> None:
+    bus = MeshBus(settings, "once")
+    seen: list[str] = []
+
+    async def handler(event: Any) -> None:
+        seen.append(event.event_id)
+
+    bus.consume(streams.LABELS, handler)
+    await bus.start()
+    try:
+        event = new_event(
+            streams.LABELS, LabelObserved(request_id="r", label=0, observed_at="2026-01-01T00:00:00Z")
+        )
+        await bus.publish(event)
+        await bus.publish(event)  # at-least-once upstream: the same event twice
+        await bus.emit(
+            streams.LABELS, LabelObserved(request_id="r2", label=0, observed_at="2026-01-01T00:00:00Z")
+        )
+
+        async def drained() -> bool:
+            info = await redis_client.xinfo_groups(streams.LABELS)
+            return info[0]["lag"] == 0 and info[0]["pending"] == 0
+
+        await wait_for(drained, what="the group to drain")
+    finally:
+        await bus.stop()
+    assert seen.count(event.event_id) == 1 and len(seen) == 2

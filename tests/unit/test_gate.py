@@ -1,0 +1,134 @@
+"""The registry's pure gate rule: sanity problems, metric floors, then a margin over the champion."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from services.registry.handlers import judge
+from shared.modeling import GateConfig, load_model_config
+from shared.settings import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def gate() -> GateConfig:
+    """The demo gate: roc_auc floor 0.70, accuracy floor 0.65, margin 0.005 on roc_auc."""
+    gate = load_model_config(REPO_ROOT / "deploy" / "config", "demo").gate
+    assert gate.primary_metric == "roc_auc"
+    assert gate.floors == {"roc_auc": 0.70, "accuracy": 0.65}
+    assert gate.margin == 0.005
+    return gate
+
+
+GOOD = {"roc_auc": 0.82, "accuracy": 0.78}
+
+
+def test_a_first_model_needs_only_the_floors(gate: GateConfig) -> None:
+    assert judge(GOOD, None, [], gate) == (True, [])
+    # Exactly at a floor passes.
+    assert judge({"roc_auc": 0.70, "accuracy": 0.65}, None, [], gate) == (True, [])
+
+
+@pytest.mark.parametrize(
+    ("metrics", "metric"),
+    [
+        ({"roc_auc": 0.69, "accuracy": 0.78}, "roc_auc"),
+        ({"roc_auc": 0.82, "accuracy": 0.60}, "accuracy"),
+    ],
+)
+def test_below_a_floor_is_rejected_naming_the_metric(
+    gate: GateConfig, metrics: dict[str, float], metric: str
+) -> None:
+    promote, reasons = judge(metrics, None, [], gate)
+    assert promote is False
+    assert len(reasons) == 1
+    assert reasons[0].startswith(metric)
+    assert "floor" in reasons[0]
+
+
+def test_every_failing_floor_is_listed(gate: GateConfig) -> None:
+    promote, reasons = judge({"roc_auc": 0.5, "accuracy": 0.5}, None, [], gate)
+    assert promote is False
+    assert [r.split()[0] for r in reasons] == ["roc_auc", "accuracy"]
+
+
+def test_a_nan_or_missing_metric_fails_its_floor(gate: GateConfig) -> None:
+    promote, reasons = judge({"roc_auc": math.nan, "accuracy": 0.9}, None, [], gate)
+    assert promote is False
+    assert len(reasons) == 1 and reasons[0].startswith("roc_auc")
+    promote, reasons = judge({"roc_auc": 0.9}, None, [], gate)
+    assert promote is False
+    assert len(reasons) == 1 and reasons[0].startswith("accuracy")
+
+
+def test_a_nan_primary_metric_never_beats_a_champion() -> None:
+    gate = GateConfig(margin=0.0)  # no floors: only the comparison can reject
+    assert judge({"roc_auc": math.nan}, {"roc_auc": 0.8}, [], gate)[0] is False
+    assert judge({"roc_auc": 0.9}, {"roc_auc": math.nan}, [], gate)[0] is False
+
+
+def test_equal_to_the_champion_is_rejected_naming_the_margin(gate: GateConfig) -> None:
+    promote, reasons = judge(GOOD, dict(GOOD), [], gate)
+    assert promote is False
+    assert len(reasons) == 1
+    assert "margin 0.005" in reasons[0]
+    assert "champion" in reasons[0]
+
+
+def test_better_by_less_than_the_margin_is_rejected(gate: GateConfig) -> None:
+    champion = {"roc_auc": 0.80, "accuracy": 0.78}
+    promote, reasons = judge({"roc_auc": 0.804, "accuracy": 0.78}, champion, [], gate)
+    assert promote is False
+    assert len(reasons) == 1 and "margin" in reasons[0]
+
+
+def test_worse_than_the_champion_is_rejected(gate: GateConfig) -> None:
+    promote, reasons = judge({"roc_auc": 0.75, "accuracy": 0.78}, GOOD, [], gate)
+    assert promote is False
+    assert "margin" in reasons[0]
+
+
+def test_better_by_the_margin_or_more_is_promoted(gate: GateConfig) -> None:
+    champion = {"roc_auc": 0.80, "accuracy": 0.78}
+    assert judge({"roc_auc": 0.805, "accuracy": 0.70}, champion, [], gate) == (True, [])
+    assert judge({"roc_auc": 0.90, "accuracy": 0.70}, champion, [], gate) == (True, [])
+    exact = GateConfig(margin=0.25)  # binary-exact values: exactly the margin is enough
+    assert judge({"roc_auc": 0.75}, {"roc_auc": 0.5}, [], exact) == (True, [])
+
+
+def test_only_the_primary_metric_is_compared_with_the_champion(gate: GateConfig) -> None:
+    champion = {"roc_auc": 0.80, "accuracy": 0.95}
+    assert judge({"roc_auc": 0.85, "accuracy": 0.70}, champion, [], gate) == (True, [])
+
+
+def test_a_different_primary_metric_is_honoured() -> None:
+    gate = GateConfig(primary_metric="f1", margin=0.01)
+    assert judge({"f1": 0.60, "roc_auc": 0.5}, {"f1": 0.55, "roc_auc": 0.9}, [], gate)[0] is True
+    promote, reasons = judge({"f1": 0.555, "roc_auc": 0.99}, {"f1": 0.55, "roc_auc": 0.5}, [], gate)
+    assert promote is False
+    assert reasons[0].startswith("f1")
+
+
+def test_sanity_problems_always_reject_and_are_listed(gate: GateConfig) -> None:
+    problems = ["constant predictions (std 0 < 0.001)", "single-record latency 90.0 ms over the budget"]
+    for champion in (None, {"roc_auc": 0.5, "accuracy": 0.5}):
+        promote, reasons = judge({"roc_auc": 0.99, "accuracy": 0.99}, champion, problems, gate)
+        assert promote is False
+        assert reasons == problems
+
+
+def test_sanity_problems_come_first_and_other_reasons_still_follow(gate: GateConfig) -> None:
+    problems = ["3 non-finite predictions on the holdout"]
+    promote, reasons = judge({"roc_auc": 0.6, "accuracy": 0.9}, GOOD, problems, gate)
+    assert promote is False
+    assert reasons[0] == problems[0]
+    assert any(r.startswith("roc_auc") and "floor" in r for r in reasons)
+    assert any("margin" in r for r in reasons)
+    assert len(reasons) == 3
+
+
+def test_judge_does_not_mutate_the_problems_list(gate: GateConfig) -> None:
+    problems = ["constant predictions"]
+    judge({"roc_auc": 0.5, "accuracy": 0.5}, GOOD, problems, gate)
+    assert problems == ["constant predictions"]
