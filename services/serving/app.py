@@ -33,7 +33,7 @@ from shared import streams
 from shared.bus import MeshBus
 from shared.contracts import Envelope
 from shared.logging import configure_logging, get_logger
-from shared.modeling import load_model_config
+from shared.modeling import limit_native_threads, load_model_config
 from shared.settings import MeshSettings
 from shared.telemetry import setup_tracing
 
@@ -74,6 +74,7 @@ class MeshServing:
     def __init__(self) -> None:
         self.settings = MeshSettings()
         configure_logging("serving", self.settings.log_level)
+        limit_native_threads()  # for this worker's lifetime: the latency the registry's gate measured
         self.tracer_provider = setup_tracing("serving", self.settings)
         self.bus = MeshBus(self.settings, "serving", tracer_provider=self.tracer_provider)
         config = load_model_config(self.settings.config_dir, self.settings.serving_dataset)

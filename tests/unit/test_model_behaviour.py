@@ -17,6 +17,7 @@ import pytest
 from conftest import CONFIG_DIR, commit_snapshot
 from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_info
 
 from shared.datasets import DatasetSchema
 from shared.demo_data import generate
@@ -215,6 +216,21 @@ def test_a_tiny_latency_budget_is_reported(trained: Trained) -> None:
     assert latency > 1e-6
     assert len(problems) == 1
     assert "latency" in problems[0]
+
+
+def test_latency_is_measured_on_one_native_thread_as_serving_runs(trained: Trained) -> None:
+    single_record_threads: list[int] = []
+
+    class RecordsThreads:
+        def predict_proba(self, records: Any) -> np.ndarray:
+            if len(records) == 1:
+                single_record_threads.extend(
+                    i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"
+                )
+            return np.tile([0.4, 0.6], (len(records), 1))
+
+    sanity_problems(RecordsThreads(), trained.holdout, "churned", GateConfig(latency_budget_ms=1_000.0))
+    assert single_record_threads and set(single_record_threads) == {1}
 
 
 def test_non_finite_scores_are_reported(trained: Trained) -> None:
