@@ -41,7 +41,7 @@ status: install ## show each local stack process and its health
 logs: install ## tail the local stack's logs (.mesh/logs/)
 	$(BIN)/mesh logs
 
-test: install ## run every test: unit, integration (real Redis, MLflow, HTTP) and e2e
+test: install lint ## lint, then every test: unit, integration (real Redis, MLflow, HTTP) and e2e
 	$(BIN)/python -m pytest
 
 test-unit: install ## unit tests only (no servers)

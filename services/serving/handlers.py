@@ -15,6 +15,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import mlflow
@@ -224,23 +225,52 @@ class ModelHolder:
             return True
 
 
+@dataclass(frozen=True)
+class _Answered:
+    """One answered request, as the sampler queues it: references only, no copies or conversions."""
+
+    loaded: LoadedModel
+    frame: pl.DataFrame
+    predictions: np.ndarray
+    scores: np.ndarray
+    request_ids: list[str]
+    at: datetime
+
+    def records(self, rate: float) -> list[PredictionMade]:
+        return [
+            PredictionMade(
+                request_id=self.request_ids[i],
+                model_name=self.loaded.name,
+                model_version=self.loaded.version,
+                features=row,
+                prediction=int(self.predictions[i]),
+                probability=float(self.scores[i]),
+                predicted_at=self.at,
+            )
+            for i, row in enumerate(self.frame.iter_rows(named=True))
+            if rate >= 1 or random.random() < rate
+        ]
+
+
 @dataclass
 class PredictionSampler:
     """Publishes a sample of predictions to ``predictions`` off the response path.
 
-    Requests only put records on a bounded queue; a background task writes them in pipelined batches.
-    A full queue drops records and counts them, rather than slowing or failing requests.
+    A request only queues a reference to what it answered; a background task samples, builds the
+    records and writes them in pipelined batches. Past ``capacity`` queued records, answers are
+    dropped and counted, rather than slowing or failing requests.
     """
 
     bus: MeshBus
     rate: float
     capacity: int = 10_000
     batch: int = 500
-    _queue: asyncio.Queue[PredictionMade] = field(init=False)
+    _queue: asyncio.Queue[_Answered] = field(init=False)
+    _queued: int = field(default=0, init=False)  # records waiting, across queued answers
     _task: asyncio.Task[None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self._queue = asyncio.Queue(maxsize=self.capacity)
+        self._queue = asyncio.Queue()
 
     def offer(
         self,
@@ -252,23 +282,11 @@ class PredictionSampler:
     ) -> None:
         if self.rate <= 0:
             return
-        now = utcnow()
-        for i, row in enumerate(frame.iter_rows(named=True)):
-            if self.rate < 1 and random.random() >= self.rate:
-                continue
-            record = PredictionMade(
-                request_id=request_ids[i],
-                model_name=loaded.name,
-                model_version=loaded.version,
-                features=row,
-                prediction=int(predictions[i]),
-                probability=float(scores[i]),
-                predicted_at=now,
-            )
-            try:
-                self._queue.put_nowait(record)
-            except asyncio.QueueFull:
-                PREDICTIONS_DROPPED.inc()
+        if self._queued + frame.height > self.capacity:
+            PREDICTIONS_DROPPED.inc(frame.height)
+            return
+        self._queued += frame.height
+        self._queue.put_nowait(_Answered(loaded, frame, predictions, scores, request_ids, utcnow()))
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._drain(), name="prediction-sampler")
@@ -277,18 +295,22 @@ class PredictionSampler:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self._flush(self._take_all())
+        while not self._queue.empty():
+            await self._flush(self._take_batch())
 
-    def _take_all(self) -> list[PredictionMade]:
-        items: list[PredictionMade] = []
-        while not self._queue.empty() and len(items) < self.batch:
-            items.append(self._queue.get_nowait())
-        return items
+    def _take(self, answered: _Answered) -> list[PredictionMade]:
+        self._queued -= answered.frame.height
+        return answered.records(self.rate)
+
+    def _take_batch(self, first: _Answered | None = None) -> list[PredictionMade]:
+        records = self._take(first) if first is not None else []
+        while not self._queue.empty() and len(records) < self.batch:
+            records.extend(self._take(self._queue.get_nowait()))
+        return records
 
     async def _drain(self) -> None:
         while True:
-            first = await self._queue.get()
-            await self._flush([first, *self._take_all()])
+            await self._flush(self._take_batch(await self._queue.get()))
 
     async def _flush(self, records: list[PredictionMade]) -> None:
         if not records:

@@ -1,0 +1,101 @@
+"""Serving's prediction sampler over a real Redis-compatible server: what reaches ``predictions``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+import redis.asyncio as aioredis
+from conftest import count, stream_events
+
+from services.serving.handlers import PREDICTIONS_DROPPED, LoadedModel, PredictionSampler, new_request_ids
+from shared import streams
+from shared.bus import MeshBus
+from shared.settings import MeshSettings
+
+pytestmark = pytest.mark.integration
+
+
+def _loaded() -> LoadedModel:
+    # The sampler reads only the model's name and version.
+    return LoadedModel(
+        name="churn-demo",
+        version="7",
+        run_id="run",
+        feature_set_id="fs",
+        snapshot_ids=["s1"],
+        loaded_at="2026-01-01T00:00:00+00:00",
+        model=None,
+        record=None,  # type: ignore[arg-type]
+        columns=["age", "region"],
+        schema=None,  # type: ignore[arg-type]
+    )
+
+
+def _answer(rows: int) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, list[str]]:
+    frame = pl.DataFrame({"age": list(range(20, 20 + rows)), "region": ["north"] * rows})
+    scores = np.linspace(0.1, 0.9, rows)
+    return frame, (scores >= 0.5).astype(int), scores, new_request_ids(rows)
+
+
+async def test_every_answered_record_is_published_with_its_model_and_features(
+    settings: MeshSettings, redis_client: aioredis.Redis
+) -> None:
+    bus = MeshBus(settings, "serving")
+    sampler = PredictionSampler(bus, rate=1.0, batch=4)
+    await sampler.start()
+    answers = [_answer(rows) for rows in (1, 5, 3)]
+    for frame, predictions, scores, ids in answers:
+        sampler.offer(_loaded(), frame, predictions, scores, ids)
+    events = await count(redis_client, streams.PREDICTIONS, 9)
+    await sampler.stop()
+    await bus.stop()
+
+    by_request = {e.payload.request_id: e.payload for e in events}
+    assert len(by_request) == 9
+    for frame, predictions, scores, ids in answers:
+        for i, row in enumerate(frame.iter_rows(named=True)):
+            record = by_request[ids[i]]
+            assert (record.model_name, record.model_version) == ("churn-demo", "7")
+            assert record.features == row
+            assert record.prediction == predictions[i]
+            assert record.probability == pytest.approx(scores[i])
+
+
+async def test_stop_flushes_what_is_still_queued(
+    settings: MeshSettings, redis_client: aioredis.Redis
+) -> None:
+    bus = MeshBus(settings, "serving")
+    sampler = PredictionSampler(bus, rate=1.0, batch=2)  # never started: everything is still queued
+    for _ in range(5):
+        sampler.offer(_loaded(), *_answer(3))
+    await sampler.stop()
+    await bus.stop()
+    assert len(await stream_events(redis_client, streams.PREDICTIONS)) == 15
+
+
+async def test_past_capacity_answers_are_dropped_and_counted_not_queued(
+    settings: MeshSettings, redis_client: aioredis.Redis
+) -> None:
+    bus = MeshBus(settings, "serving")
+    sampler = PredictionSampler(bus, rate=1.0, capacity=4)
+    dropped_before = PREDICTIONS_DROPPED._value.get()
+    offered: list[Any] = [_answer(3), _answer(2), _answer(1)]  # 3 fit; 3+2 do not; 3+1 do
+    for answer in offered:
+        sampler.offer(_loaded(), *answer)
+    assert PREDICTIONS_DROPPED._value.get() - dropped_before == 2
+    await sampler.stop()
+    await bus.stop()
+    published = {e.payload.request_id for e in await stream_events(redis_client, streams.PREDICTIONS)}
+    assert published == set(offered[0][3]) | set(offered[2][3])
+
+
+async def test_a_zero_rate_publishes_nothing(settings: MeshSettings, redis_client: aioredis.Redis) -> None:
+    bus = MeshBus(settings, "serving")
+    sampler = PredictionSampler(bus, rate=0.0)
+    sampler.offer(_loaded(), *_answer(10))
+    await sampler.stop()
+    await bus.stop()
+    assert await redis_client.xlen(streams.PREDICTIONS) == 0
