@@ -26,6 +26,10 @@ from threadpoolctl import threadpool_limits
 
 from shared.features import FeatureTransformer
 
+# Registry aliases: the version serving, and the one it replaced (what a rollback returns to).
+CHAMPION = "champion"
+PREVIOUS = "previous"
+
 # Types a logged model may contain beyond what skops trusts by default, reviewed one by one: loading a
 # model runs no code outside this list (MLflow saves scikit-learn models with skops).
 SKOPS_TRUSTED_TYPES = [

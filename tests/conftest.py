@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 import uvicorn
 
+from services.serving.handlers import LoadedModel
 from shared.datasets import DatasetSchema, load_schema
 from shared.embedded import free_port, start_valkey
 from shared.features import FeatureSpec, load_feature_spec
@@ -19,6 +20,24 @@ from shared.settings import REPO_ROOT, MeshSettings
 from shared.snapshots import SnapshotManifest, SnapshotStore
 
 CONFIG_DIR = REPO_ROOT / "deploy" / "config"
+
+
+def loaded_model_stub(**fields: Any) -> LoadedModel:
+    """A served model with placeholder provenance and no model, for the parts of serving that do not
+    predict (validation reads the record model, columns and schema; the sampler only name and version)."""
+    placeholders: dict[str, Any] = {
+        "name": "churn-demo",
+        "version": "3",
+        "run_id": "run",
+        "feature_set_id": "fs",
+        "snapshot_ids": ["s1"],
+        "loaded_at": "2026-01-01T00:00:00+00:00",
+        "model": None,
+        "record": None,
+        "columns": [],
+        "schema": None,
+    }
+    return LoadedModel(**{**placeholders, **fields})
 
 
 @pytest.fixture(scope="session")

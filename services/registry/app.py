@@ -15,8 +15,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from services.registry.handlers import (
-    CHAMPION,
-    PREVIOUS,
     alias_version,
     evaluate_candidate,
     move_champion,
@@ -28,7 +26,7 @@ from services.registry.handlers import (
 from shared import streams
 from shared.bus import PermanentError
 from shared.contracts import Envelope, ModelTrained
-from shared.modeling import model_configs
+from shared.modeling import CHAMPION, PREVIOUS, model_configs
 from shared.service import ServiceRuntime
 from shared.settings import MeshSettings
 

@@ -22,10 +22,8 @@ from mlflow.tracking import MlflowClient
 
 from shared.contracts import ModelPromoted, ModelRejected, ModelTrained
 from shared.feature_sets import require_manifest
-from shared.modeling import GateConfig, evaluate, sanity_problems
+from shared.modeling import CHAMPION, PREVIOUS, GateConfig, evaluate, sanity_problems
 
-CHAMPION = "champion"
-PREVIOUS = "previous"
 TAG_GATE = "mesh.gate"  # on the candidate's run: the decision and its evidence, for idempotency
 
 

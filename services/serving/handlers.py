@@ -35,6 +35,7 @@ from shared.contracts import PredictionMade, new_event, utcnow
 from shared.datasets import DatasetSchema
 from shared.features import FeaturePipeline
 from shared.logging import get_logger
+from shared.modeling import CHAMPION
 
 log = get_logger("mesh.serving")
 
@@ -45,8 +46,6 @@ MODEL_SWAP_SECONDS = Histogram(
 MODEL_VERSION = Gauge("mesh_model_version_serving", "Model version currently served", ["model"])
 PREDICTIONS = Counter("mesh_predictions_total", "Records predicted", ["model", "version"])
 PREDICTIONS_DROPPED = Counter("mesh_prediction_records_dropped_total", "Sampled records dropped (queue full)")
-
-CHAMPION = "champion"
 
 
 class RecordError(ValueError):

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 import redis.asyncio as aioredis
-from conftest import count, stream_events
+from conftest import count, loaded_model_stub, stream_events
 
 from services.serving.handlers import PREDICTIONS_DROPPED, LoadedModel, PredictionSampler, new_request_ids
 from shared import streams
@@ -19,19 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def _loaded() -> LoadedModel:
-    # The sampler reads only the model's name and version.
-    return LoadedModel(
-        name="churn-demo",
-        version="7",
-        run_id="run",
-        feature_set_id="fs",
-        snapshot_ids=["s1"],
-        loaded_at="2026-01-01T00:00:00+00:00",
-        model=None,
-        record=None,  # type: ignore[arg-type]
-        columns=["age", "region"],
-        schema=None,  # type: ignore[arg-type]
-    )
+    return loaded_model_stub(version="7", columns=["age", "region"])
 
 
 def _answer(rows: int) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, list[str]]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from conftest import loaded_model_stub
 from pydantic import BaseModel, ValidationError
 
 from services.serving.handlers import LoadedModel, RecordError, record_model
@@ -31,19 +32,7 @@ def record(schema: DatasetSchema, spec: FeatureSpec) -> type[BaseModel]:
 
 @pytest.fixture(scope="module")
 def loaded(schema: DatasetSchema, spec: FeatureSpec, record: type[BaseModel]) -> LoadedModel:
-    # validate() reads only the record model, the columns and the schema: no model is needed.
-    return LoadedModel(
-        name="churn-demo",
-        version="3",
-        run_id="run",
-        feature_set_id="fs",
-        snapshot_ids=["s1"],
-        loaded_at="2026-01-01T00:00:00+00:00",
-        model=None,
-        record=record,
-        columns=spec.input_columns,
-        schema=schema,
-    )
+    return loaded_model_stub(record=record, columns=spec.input_columns, schema=schema)
 
 
 def _errors(record: type[BaseModel], data: dict[str, Any]) -> list[tuple[str, str]]:
