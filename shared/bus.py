@@ -23,6 +23,7 @@ What FastStream 0.7 gives a stream consumer group, and what this module adds on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -325,13 +326,22 @@ class MeshBus:
         self.started = False
         if self._in_flight:  # a slow stop waits for these, up to bus_graceful_timeout_s
             log.info("bus stopping with events in flight", message_ids=sorted(self._in_flight))
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
-            self._supervisor = None
-        await self.broker.stop()
+        # Bounded: a stop that hangs (seen once on a saturated CI machine, cause not found) must not hold
+        # a service's shutdown forever; what it abandons stays pending, for the group to reclaim.
+        limit = self.settings.bus_graceful_timeout_s + 10
+        try:
+            async with asyncio.timeout(limit):
+                if self._supervisor is not None:
+                    self._supervisor.cancel()
+                    await asyncio.gather(self._supervisor, return_exceptions=True)
+                    self._supervisor = None
+                await self.broker.stop()
+        except TimeoutError:
+            log.error("bus stop timed out", after_s=limit, message_ids=sorted(self._in_flight))
         if self._redis is not None:
-            await self._redis.aclose()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._redis.aclose()
             self._redis = None
 
     async def ready(self) -> bool:
