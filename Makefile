@@ -53,13 +53,14 @@ test-integration: install ## integration tests only
 test-e2e: install ## end-to-end tests over the whole stack as processes
 	$(BIN)/python -m pytest tests/e2e
 
-lint: install ## ruff + mypy on shared/ and services/
-	$(BIN)/ruff check shared services tests
-	$(BIN)/ruff format --check shared services tests
-	$(BIN)/mypy shared services
+lint: install ## ruff on everything, mypy on shared/, services/ and bench/
+	$(BIN)/ruff check shared services tests bench
+	$(BIN)/ruff format --check shared services tests bench
+	$(BIN)/mypy shared services bench
 
-bench: install ## benchmarks; JSON results under bench/results/
-	@echo "no benchmarks yet"
+bench: install ## benchmarks (serving vs bare uvicorn, bus vs raw redis-py); JSON under bench/results/
+	$(BIN)/python -m bench.bus
+	$(BIN)/python -m bench.serving
 
 clean: down ## remove local state (.mesh/), keep the environments
 	rm -rf .mesh

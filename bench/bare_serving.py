@@ -1,0 +1,60 @@
+"""The serving benchmark's baseline: bare Starlette on uvicorn, one worker, answering ``POST /predict``
+with the same champion, the same record validation and the same response body as the BentoML service,
+and nothing else (no framework middleware, metrics, spans or prediction sampling).
+
+Usage: ``python bench/bare_serving.py --port N`` with ``MESH_*`` settings pointing at the MLflow server.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+from mlflow.tracking import MlflowClient
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from services.serving.handlers import LoadedModel, RecordError, load_version, new_request_ids
+from shared.modeling import CHAMPION, limit_native_threads, load_model_config
+from shared.settings import MeshSettings
+
+
+def create_app(loaded: LoadedModel) -> Starlette:
+    async def predict(request: Request) -> JSONResponse:
+        body = await request.json()
+        try:
+            frame = loaded.validate([body.get("features")], "features")
+        except RecordError as exc:
+            return JSONResponse({"error": str(exc), "field": exc.field}, status_code=422)
+        predictions, scores = loaded.predict(frame)
+        [request_id] = new_request_ids(1)
+        return JSONResponse(
+            {
+                "request_id": request_id,
+                "prediction": int(predictions[0]),
+                "probability": float(scores[0]),
+                "model": loaded.provenance(),
+            },
+            headers={**loaded.headers, "X-Request-ID": request_id},
+        )
+
+    return Starlette(routes=[Route("/predict", predict, methods=["POST"])])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    settings = MeshSettings()
+    limit_native_threads()
+    client = MlflowClient(settings.effective_mlflow_uri, settings.effective_mlflow_uri)
+    name = load_model_config(settings.config_dir, settings.serving_dataset).model_name
+    version = client.get_model_version_by_alias(name, CHAMPION).version
+    app = create_app(load_version(client, name, str(version)))
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
