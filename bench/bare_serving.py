@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+import mlflow
 import uvicorn
 from mlflow.tracking import MlflowClient
 from starlette.applications import Starlette
@@ -49,6 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = MeshSettings()
     limit_native_threads()
+    mlflow.set_tracking_uri(settings.effective_mlflow_uri)  # models:/ URIs resolve through it, as in serving
     client = MlflowClient(settings.effective_mlflow_uri, settings.effective_mlflow_uri)
     name = load_model_config(settings.config_dir, settings.serving_dataset).model_name
     version = client.get_model_version_by_alias(name, CHAMPION).version
