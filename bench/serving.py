@@ -25,13 +25,11 @@ from rich.console import Console
 from bench.report import write_result
 from shared import stack
 from shared.demo import Demo
+from shared.demo_data import EXAMPLE_RECORD
 from shared.embedded import free_port, port_open, wait_until
 from shared.settings import REPO_ROOT, SERVICE_NAMES, MeshSettings
 
-RECORD = {
-    "age": 44, "income": 38_000.0, "tenure_months": 5, "monthly_spend": 120.0,
-    "support_calls": 4, "last_login_days": 21.0, "region": "south", "plan": "basic",
-}  # fmt: skip
+RECORD = EXAMPLE_RECORD
 SERVICES = ["ingest", "features", "training", "registry", "serving"]
 
 

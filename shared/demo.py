@@ -21,7 +21,7 @@ from rich.panel import Panel
 
 from shared import stack, streams
 from shared.bus import entry_body
-from shared.demo_data import generate
+from shared.demo_data import EXAMPLE_RECORD, generate
 from shared.settings import MeshSettings
 
 STEP_TIMEOUT_S = 300.0
@@ -91,12 +91,8 @@ class Demo:
         return body
 
     def predict_example(self) -> None:
-        record = {
-            "age": 44, "income": 38_000.0, "tenure_months": 5, "monthly_spend": 120.0,
-            "support_calls": 4, "last_login_days": 21.0, "region": "south", "plan": "basic",
-        }  # fmt: skip
-        response = self.http.post(f"{self.serving}/predict", json={"features": record})
-        self.console.print(f"  POST /predict {json.dumps(record)}")
+        response = self.http.post(f"{self.serving}/predict", json={"features": EXAMPLE_RECORD})
+        self.console.print(f"  POST /predict {json.dumps(EXAMPLE_RECORD)}")
         self.console.print(f"  -> {response.status_code} {response.text}")
         for header in ("x-model-version", "x-model-lineage"):
             self.console.print(f"     {header}: {response.headers.get(header)}")

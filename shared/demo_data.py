@@ -30,6 +30,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REGIONS = ("north", "south", "east", "west")
 PLANS = ("basic", "plus", "premium")
 
+# One customer as a prediction request names it: what the demo, the e2e tests and the benchmark send.
+EXAMPLE_RECORD: dict[str, object] = {
+    "age": 44, "income": 38_000.0, "tenure_months": 5, "monthly_spend": 120.0,
+    "support_calls": 4, "last_login_days": 21.0, "region": "south", "plan": "basic",
+}  # fmt: skip
+
 # Where covariate shift pulls the category mixes (towards 'south' and 'basic').
 _REGION_REF = np.array([0.30, 0.20, 0.25, 0.25])
 _REGION_SHIFTED = np.array([0.10, 0.60, 0.15, 0.15])

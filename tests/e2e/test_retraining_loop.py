@@ -28,17 +28,14 @@ from shared import stack, streams
 from shared.bus import entry_body
 from shared.contracts import parse_event
 from shared.datasets import load_schema
-from shared.demo_data import generate
+from shared.demo_data import EXAMPLE_RECORD, generate
 from shared.embedded import free_port
 from shared.settings import MeshSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 MODEL = "churn-demo"
-RECORD = {
-    "age": 44, "income": 38_000.0, "tenure_months": 5, "monthly_spend": 120.0,
-    "support_calls": 4, "last_login_days": 21.0, "region": "south", "plan": "basic",
-}  # fmt: skip
+RECORD = EXAMPLE_RECORD
 
 
 class Mesh:
