@@ -177,13 +177,14 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     result: dict[str, Any] = {}
     try:
         figures: dict[str, dict[str, float]] = {}
-        for name, fill, contenders in (
-            ("one_hop", _ingested, {"raw_redis_py": lambda: raw_hop(client, args.events),
-                                    "mesh_bus": lambda: mesh_hop(client, settings, args.events)}),
-            ("batch_consume", _label, {"raw_redis_py": lambda: raw_batch(client, args.batch_events),
-                                       "mesh_bus": lambda: mesh_batch(settings, args.batch_events)}),
+        for name, count, fill, contenders in (
+            ("one_hop", args.events, _ingested,
+             {"raw_redis_py": lambda: raw_hop(client, args.events),
+              "mesh_bus": lambda: mesh_hop(client, settings, args.events)}),
+            ("batch_consume", args.batch_events, _label,
+             {"raw_redis_py": lambda: raw_batch(client, args.batch_events),
+              "mesh_bus": lambda: mesh_batch(settings, args.batch_events)}),
         ):  # fmt: skip
-            count = args.events if name == "one_hop" else args.batch_events
             figures[name] = {}
             for contender, measure in contenders.items():
                 await client.flushall()
