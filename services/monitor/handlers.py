@@ -109,7 +109,10 @@ class Monitor:
             .unnest("features")
             .select([pl.col(c).cast(t, strict=False) for c, t in self._prediction_schema.items()])
         )
-        self.recent = _bounded_concat([self.recent, frame], self.config.join_capacity)
+        # A redelivered record (batch streams tolerate a rare repeat) must not be joined twice.
+        self.recent = _bounded_concat([self.recent, frame], self.config.join_capacity).unique(
+            "request_id", keep="last", maintain_order=True
+        )
         self._match_labels()
         results = []
         size = self.config.window.size
@@ -141,12 +144,14 @@ class Monitor:
         """Join waiting labels with the predictions they belong to; keep the rest waiting (bounded)."""
         if self.unmatched_labels.is_empty():
             return
-        matched = self.recent.join(self.unmatched_labels, on="request_id", how="inner")
-        if matched.is_empty():
+        joined = self.recent.join(self.unmatched_labels, on="request_id", how="inner")
+        if joined.is_empty():
             return
         self.unmatched_labels = self.unmatched_labels.join(
-            matched.select("request_id"), on="request_id", how="anti"
+            joined.select("request_id"), on="request_id", how="anti"
         )
+        # A label redelivered after its request was joined (batch streams tolerate a rare repeat).
+        matched = joined.join(self.labelled.select("request_id"), on="request_id", how="anti")
         cap = self.config.join_capacity
         self.labelled = _bounded_concat([self.labelled, matched], cap)
         self.feedback = _bounded_concat([self.feedback, matched], cap)
