@@ -18,8 +18,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from services.serving.handlers import LoadedModel, RecordError, load_version, new_request_ids
-from shared.modeling import CHAMPION, limit_native_threads, load_model_config
-from shared.settings import MeshSettings
+from shared.ml.modeling import CHAMPION, limit_native_threads, load_model_config
+from shared.runtime.settings import MeshSettings
 
 
 def create_app(loaded: LoadedModel) -> Starlette:

@@ -30,16 +30,16 @@ from faststream.redis import RedisBroker, StreamSub
 from rich.console import Console
 
 from bench.report import write_result
-from shared import streams
+from shared import events
 from shared.bus import MeshBus, entry_body
-from shared.contracts import DataIngested, Envelope, LabelObserved, RetrainRequested, new_event
-from shared.embedded import free_port, start_valkey
-from shared.logging import configure_logging
-from shared.settings import MeshSettings
+from shared.events import DataIngested, Envelope, LabelObserved, RetrainRequested, Stream, new_event
+from shared.ops.embedded import free_port, start_valkey
+from shared.runtime.logging import configure_logging
+from shared.runtime.settings import MeshSettings
 
-HOP_FROM, HOP_TO = streams.DATA_INGESTED, streams.RETRAIN_REQUESTED
-BATCH_STREAM = streams.LABELS
-IDLE_STREAMS = (streams.MODEL_TRAINED, streams.FEATURES_READY)
+HOP_FROM, HOP_TO = events.DATA_INGESTED, events.RETRAIN_REQUESTED
+BATCH_STREAM = events.LABELS
+IDLE_STREAMS: tuple[Stream[Any], ...] = (events.MODEL_TRAINED, events.FEATURES_READY)
 
 
 def _ingested(i: int) -> Envelope[Any]:
@@ -55,9 +55,9 @@ def _label(i: int) -> Envelope[Any]:
     )
 
 
-async def _fill(client: aioredis.Redis, events: list[Envelope[Any]]) -> None:
+async def _fill(client: aioredis.Redis, envelopes: list[Envelope[Any]]) -> None:
     pipe = client.pipeline(transaction=False)
-    for event in events:
+    for event in envelopes:
         pipe.xadd(event.type, {"__data__": event.model_dump_json()})
     await pipe.execute()
 
@@ -132,9 +132,9 @@ async def mesh_batch(settings: MeshSettings, count: int) -> float:
     bus = MeshBus(settings, "bench")
     handled = 0
 
-    async def take(events: list[Envelope[Any]]) -> None:
+    async def take(envelopes: list[Envelope[Any]]) -> None:
         nonlocal handled
-        handled += len(events)
+        handled += len(envelopes)
 
     async def done() -> bool:
         return handled >= count

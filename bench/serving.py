@@ -23,11 +23,12 @@ from typing import Any
 from rich.console import Console
 
 from bench.report import write_result
-from shared import stack
-from shared.demo import Demo
-from shared.demo_data import EXAMPLE_RECORD
-from shared.embedded import free_port, port_open, wait_until
-from shared.settings import REPO_ROOT, SERVICE_NAMES, MeshSettings
+from shared.ops import stack
+from shared.ops.demo import Demo
+from shared.ops.demo_data import EXAMPLE_RECORD
+from shared.ops.embedded import free_port, port_open
+from shared.runtime.retry import wait_until
+from shared.runtime.settings import REPO_ROOT, SERVICE_NAMES, MeshSettings
 
 RECORD = EXAMPLE_RECORD
 SERVICES = ["ingest", "features", "training", "registry", "serving"]

@@ -1,1 +1,1 @@
-"""retrain-mesh's own package: event contracts, settings, logging, telemetry and bus helpers."""
+"""retrain-mesh's own package: ``events`` (streams and contracts), ``bus``, ``runtime``, ``ml``, ``ops``."""

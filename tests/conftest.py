@@ -13,11 +13,11 @@ import redis.asyncio as aioredis
 import uvicorn
 
 from services.serving.handlers import LoadedModel
-from shared.datasets import DatasetSchema, load_schema
-from shared.embedded import free_port, start_valkey
-from shared.features import FeatureSpec, load_feature_spec
-from shared.settings import REPO_ROOT, MeshSettings
-from shared.snapshots import SnapshotManifest, SnapshotStore
+from shared.ml.datasets import DatasetSchema, load_schema
+from shared.ml.features import FeatureSpec, load_feature_spec
+from shared.ml.snapshots import SnapshotManifest, SnapshotStore
+from shared.ops.embedded import free_port, start_valkey
+from shared.runtime.settings import REPO_ROOT, MeshSettings
 
 CONFIG_DIR = REPO_ROOT / "deploy" / "config"
 
@@ -90,7 +90,7 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     import httpx
 
-    from shared.embedded import wait_until
+    from shared.runtime.retry import wait_until
 
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
@@ -190,7 +190,7 @@ async def wait_for(predicate: Any, *, timeout: float = 10.0, what: str = "condit
 async def stream_events(client: aioredis.Redis, stream: str) -> list[Any]:
     """Every event currently on ``stream``, decoded through the contracts (as a consumer would)."""
     from shared.bus import entry_body
-    from shared.contracts import parse_event
+    from shared.events import parse_event
 
     return [parse_event(entry_body(fields), stream) for _, fields in await client.xrange(stream)]
 
@@ -227,8 +227,8 @@ async def mesh(settings: MeshSettings, services: tuple[str, ...]) -> AsyncIterat
 
 
 async def upload(client: Any, url: str, **knobs: Any) -> dict[str, Any]:
-    """Upload a generated demo batch (shared.demo_data knobs) to an ingest service."""
-    from shared.demo_data import generate
+    """Upload a generated demo batch (shared.ops.demo_data knobs) to an ingest service."""
+    from shared.ops.demo_data import generate
 
     response = await client.post(
         f"{url}/datasets/demo/batches",
@@ -244,8 +244,8 @@ async def count(redis_client: aioredis.Redis, stream: str, at_least: int) -> lis
     """All events on ``stream`` once there are at least ``at_least`` of them."""
 
     async def enough() -> list[Any] | None:
-        events = await stream_events(redis_client, stream)
-        return events if len(events) >= at_least else None
+        envelopes = await stream_events(redis_client, stream)
+        return envelopes if len(envelopes) >= at_least else None
 
     result: list[Any] = await wait_for(enough, timeout=120, what=f"{at_least} event(s) on {stream}")
     return result

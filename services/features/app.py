@@ -8,12 +8,12 @@ from typing import Any
 from starlette.applications import Starlette
 
 from services.features.handlers import build_for_ingested, features_ready, has_feature_spec
-from shared import streams
+from shared import events
 from shared.bus import PermanentError
-from shared.contracts import DataIngested, Envelope
-from shared.datasets import UnknownDataset
-from shared.service import ServiceRuntime
-from shared.settings import MeshSettings
+from shared.events import DataIngested, Envelope
+from shared.ml.datasets import UnknownDataset
+from shared.runtime.service import ServiceRuntime
+from shared.runtime.settings import MeshSettings
 
 
 def create_app(settings: MeshSettings | None = None) -> Starlette:
@@ -38,7 +38,7 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
                 raise PermanentError(f"cannot build features: {exc}") from exc
             span.set_attribute("mesh.feature_set_id", manifest.feature_set_id)
         await runtime.bus.emit(
-            streams.FEATURES_READY, features_ready(manifest), cause=event, dedupe_key=manifest.feature_set_id
+            events.FEATURES_READY, features_ready(manifest), cause=event, dedupe_key=manifest.feature_set_id
         )
         runtime.log.info(
             "features ready",
@@ -49,5 +49,5 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
             holdout_rows=manifest.holdout_rows,
         )
 
-    runtime.bus.consume(streams.DATA_INGESTED, on_data_ingested)
+    runtime.bus.consume(events.DATA_INGESTED, on_data_ingested)
     return runtime.asgi()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.contracts import DataIngested, FeaturesReady
-from shared.datasets import load_schema
-from shared.feature_sets import FeatureSetManifest, build_feature_set, window
-from shared.features import load_feature_spec
-from shared.snapshots import SnapshotManifest, SnapshotStore
+from shared.events import DataIngested, FeaturesReady
+from shared.ml.datasets import load_schema
+from shared.ml.feature_sets import FeatureSetManifest, build_feature_set, window
+from shared.ml.features import load_feature_spec
+from shared.ml.snapshots import SnapshotManifest, SnapshotStore
 
 
 def has_feature_spec(config_dir: Path, dataset: str) -> bool:

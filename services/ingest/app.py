@@ -16,13 +16,13 @@ from services.ingest.handlers import (
     ingest_batch,
     local_path,
 )
-from shared import streams
+from shared import events
 from shared.bus import PermanentError
-from shared.contracts import DataIngested, Envelope, IngestRequested
-from shared.datasets import UnknownDataset, load_schema
-from shared.service import ServiceRuntime
-from shared.settings import MeshSettings
-from shared.snapshots import SnapshotStore
+from shared.events import DataIngested, Envelope, IngestRequested
+from shared.ml.datasets import UnknownDataset, load_schema
+from shared.ml.snapshots import SnapshotStore
+from shared.runtime.service import ServiceRuntime
+from shared.runtime.settings import MeshSettings
 
 
 class _TooLarge(Exception):
@@ -48,7 +48,7 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
     bus = runtime.bus
 
     async def announce(payload: DataIngested, cause: Envelope[Any] | None) -> Envelope[Any]:
-        return await bus.emit(streams.DATA_INGESTED, payload, cause=cause, dedupe_key=payload.snapshot_id)
+        return await bus.emit(events.DATA_INGESTED, payload, cause=cause, dedupe_key=payload.snapshot_id)
 
     async def upload(request: Request) -> JSONResponse:
         name = request.path_params["name"]
@@ -126,7 +126,7 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
             duplicate=outcome.duplicate,
         )
 
-    bus.consume(streams.INGEST_REQUESTED, on_ingest_requested)
+    bus.consume(events.INGEST_REQUESTED, on_ingest_requested)
 
     @runtime.readiness_check
     async def config_readable() -> str | None:

@@ -17,9 +17,9 @@ from urllib.parse import unquote, urlparse
 import polars as pl
 from pydantic import BaseModel
 
-from shared.contracts import DataIngested, Envelope, utcnow
-from shared.datasets import ColumnSpec, DatasetSchema
-from shared.snapshots import SnapshotManifest, SnapshotStore
+from shared.events import DataIngested, Envelope, utcnow
+from shared.ml.datasets import ColumnSpec, DatasetSchema
+from shared.ml.snapshots import SnapshotManifest, SnapshotStore
 
 BatchFormat = Literal["csv", "parquet", "jsonl"]
 

@@ -26,8 +26,8 @@ from starlette.routing import Route
 from services.monitor.handlers import Monitor, WindowResult, finite, reference_from_version
 from services.monitor.policy import load_monitor_config
 from services.monitor.report import render_report
-from shared import streams
-from shared.contracts import (
+from shared import events
+from shared.events import (
     DriftDetected,
     Envelope,
     IngestRequested,
@@ -36,10 +36,10 @@ from shared.contracts import (
     new_event,
     utcnow,
 )
-from shared.datasets import load_schema
-from shared.features import load_feature_spec
-from shared.service import ServiceRuntime
-from shared.settings import MeshSettings
+from shared.ml.datasets import load_schema
+from shared.ml.features import load_feature_spec
+from shared.runtime.service import ServiceRuntime
+from shared.runtime.settings import MeshSettings
 
 DRIFT_SCORE = Gauge("mesh_drift_score", "Latest drift score per feature and test", ["feature", "test"])
 WINDOW_ACCURACY = Gauge("mesh_window_accuracy_ratio", "Accuracy on the latest labelled window", ["version"])
@@ -98,7 +98,7 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
                     scores=result.scores,
                     fired=decision.fired,
                 )
-                state["episode"] = await bus.emit(streams.DRIFT_DETECTED, payload, cause=cause)
+                state["episode"] = await bus.emit(events.DRIFT_DETECTED, payload, cause=cause)
             if decision.retrain:
                 await request_retrain(result, state["episode"] or cause)
 
@@ -115,11 +115,11 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
             monitor.take_feedback, settings.effective_data_root / "feedback" / dataset
         )
         if feedback is None:
-            await bus.emit(streams.RETRAIN_REQUESTED, retrain, cause=cause)
+            await bus.emit(events.RETRAIN_REQUESTED, retrain, cause=cause)
             return
         path, rows = feedback
         request = await bus.emit(
-            streams.INGEST_REQUESTED,
+            events.INGEST_REQUESTED,
             IngestRequested(dataset=dataset, uri=str(path.resolve()), trigger_training=False),
             cause=cause,
         )
@@ -127,18 +127,18 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
         await bus.redis.hset(PENDING_KEY, request.event_id, retrain.model_dump_json())
         runtime.log.info("feedback sent to ingest before retraining", rows=rows, path=str(path))
 
-    async def on_predictions(events: list[Envelope[Any]]) -> None:
-        records = [e.payload.model_dump() for e in events if e.payload.model_name == config.model_name]
+    async def on_predictions(envelopes: list[Envelope[Any]]) -> None:
+        records = [e.payload.model_dump() for e in envelopes if e.payload.model_name == config.model_name]
         if not records:
             return
         for version in {r["model_version"] for r in records}:
             await ensure_reference(version)
         results = await asyncio.to_thread(monitor.add_predictions, records, time.time())
-        await act(results, events[-1])
+        await act(results, envelopes[-1])
 
-    async def on_labels(events: list[Envelope[Any]]) -> None:
-        labels = [{"request_id": e.payload.request_id, "label": e.payload.label} for e in events]
-        await act(await asyncio.to_thread(monitor.add_labels, labels, time.time()), events[-1])
+    async def on_labels(envelopes: list[Envelope[Any]]) -> None:
+        labels = [{"request_id": e.payload.request_id, "label": e.payload.label} for e in envelopes]
+        await act(await asyncio.to_thread(monitor.add_labels, labels, time.time()), envelopes[-1])
 
     async def on_data_ingested(event: Envelope[Any]) -> None:
         if event.causation_id is None:
@@ -147,7 +147,7 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
         if pending is None:
             return  # not a snapshot this monitor asked for
         retrain = RetrainRequested.model_validate_json(pending)
-        await bus.emit(streams.RETRAIN_REQUESTED, retrain, cause=event)
+        await bus.emit(events.RETRAIN_REQUESTED, retrain, cause=event)
         await bus.redis.hdel(PENDING_KEY, event.causation_id)
         runtime.log.info("retrain requested", dataset=dataset, reason=retrain.reason)
 
@@ -186,15 +186,15 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
         items = body.get("labels") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
             return JSONResponse({"error": "labels: a non-empty list is required", "field": "labels"}, 422)
-        events = []
+        envelopes = []
         for index, item in enumerate(items):
             try:
                 label = LabelObserved.model_validate({"observed_at": utcnow(), **item})
             except (ValidationError, TypeError) as exc:
                 return JSONResponse({"error": f"labels[{index}]: {exc}", "field": f"labels[{index}]"}, 422)
-            events.append(new_event(streams.LABELS, label))
-        await bus.publish_many(events)
-        return JSONResponse({"accepted": len(events)}, status_code=202)
+            envelopes.append(new_event(events.LABELS, label))
+        await bus.publish_many(envelopes)
+        return JSONResponse({"accepted": len(envelopes)}, status_code=202)
 
     async def drift(_: Request) -> JSONResponse:
         return JSONResponse(monitor.latest())
@@ -202,10 +202,10 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
     async def report(_: Request) -> HTMLResponse:
         return HTMLResponse(await asyncio.to_thread(render_report, monitor))
 
-    bus.consume_batch(streams.PREDICTIONS, on_predictions)
-    bus.consume_batch(streams.LABELS, on_labels)
-    bus.consume(streams.DATA_INGESTED, on_data_ingested)
-    bus.listen(streams.MODEL_PROMOTED, on_promoted)
+    bus.consume_batch(events.PREDICTIONS, on_predictions)
+    bus.consume_batch(events.LABELS, on_labels)
+    bus.consume(events.DATA_INGESTED, on_data_ingested)
+    bus.listen(events.MODEL_PROMOTED, on_promoted)
     runtime.require_http("mlflow", f"{settings.effective_mlflow_uri}/health")
     return runtime.asgi(
         [

@@ -1,7 +1,7 @@
 """Drift statistics: how far a window of live inputs is from the reference profile of the serving model.
 
 Pure functions over one window, no I/O and no state. The reference side is a column entry of
-``shared.feature_sets.reference_profile`` (``profile.json`` of the feature set the model was trained on):
+``shared.ml.feature_sets.reference_profile`` (``profile.json`` of the feature set the model was trained on):
 
 * numeric: ``{"kind": "numeric", "edges", "shares", "null_share", "mean", "std", "sample"}``
 * categorical: ``{"kind": "categorical", "shares": {category: share}, "null_share"}``
@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from shared.feature_sets import bin_shares
+from shared.ml.feature_sets import bin_shares
 
 # The bucket for categories the reference never saw (a new region, a typo upstream). Named "other" so a
 # plot can show it as is; a dataset that declares a category literally called "other" gets the fallback

@@ -18,9 +18,9 @@ import polars as pl
 
 from services.monitor.drift import current_distribution, window_drift
 from services.monitor.policy import Decision, MonitorConfig, TriggerPolicy, WindowSignals
-from shared.contracts import utcnow
-from shared.datasets import DatasetSchema
-from shared.features import FeatureSpec
+from shared.events import utcnow
+from shared.ml.datasets import DatasetSchema
+from shared.ml.features import FeatureSpec
 
 HISTORY = 100  # window results kept for /drift and the report
 

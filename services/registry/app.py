@@ -23,12 +23,12 @@ from services.registry.handlers import (
     register_and_promote,
     rejected,
 )
-from shared import streams
+from shared import events
 from shared.bus import PermanentError
-from shared.contracts import Envelope, ModelTrained
-from shared.modeling import CHAMPION, PREVIOUS, model_configs
-from shared.service import ServiceRuntime
-from shared.settings import MeshSettings
+from shared.events import Envelope, ModelTrained
+from shared.ml.modeling import CHAMPION, PREVIOUS, model_configs
+from shared.runtime.service import ServiceRuntime
+from shared.runtime.settings import MeshSettings
 
 PROMOTIONS = Counter("mesh_promotions_total", "Champion moves", ["model", "action"])
 REJECTIONS = Counter("mesh_rejections_total", "Candidates the gate rejected", ["model"])
@@ -83,11 +83,11 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
             if promoted is not None:
                 span.set_attribute("mesh.model_version", promoted.version)
         if promoted is not None:
-            await runtime.bus.emit(streams.MODEL_PROMOTED, promoted, cause=event)
+            await runtime.bus.emit(events.MODEL_PROMOTED, promoted, cause=event)
             PROMOTIONS.labels(trained.model_name, "promote").inc()
             runtime.log.info("model promoted", model=trained.model_name, version=promoted.version)
         else:
-            await runtime.bus.emit(streams.MODEL_REJECTED, rejection, cause=event)
+            await runtime.bus.emit(events.MODEL_REJECTED, rejection, cause=event)
             REJECTIONS.labels(trained.model_name).inc()
             runtime.log.info("model rejected", model=trained.model_name, reasons=rejection.reasons)
 
@@ -113,7 +113,7 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
                 promoted = await asyncio.to_thread(move_champion, client(), name, target, reason)
             except LookupError as exc:
                 return JSONResponse({"error": str(exc), "field": "version"}, status_code=404)
-        event = await runtime.bus.emit(streams.MODEL_PROMOTED, promoted)
+        event = await runtime.bus.emit(events.MODEL_PROMOTED, promoted)
         PROMOTIONS.labels(name, promoted.action).inc()
         runtime.log.info("champion moved", model=name, version=promoted.version, action=promoted.action)
         return JSONResponse({**promoted.model_dump(mode="json"), "event_id": event.event_id})
@@ -151,7 +151,7 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
 
         return JSONResponse({"model_name": name, **await asyncio.to_thread(aliases)})
 
-    runtime.bus.consume(streams.MODEL_TRAINED, on_model_trained)
+    runtime.bus.consume(events.MODEL_TRAINED, on_model_trained)
     runtime.require_http("mlflow", f"{settings.effective_mlflow_uri}/health")
     return runtime.asgi(
         [

@@ -20,9 +20,9 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from shared.contracts import ModelPromoted, ModelRejected, ModelTrained
-from shared.feature_sets import require_manifest
-from shared.modeling import CHAMPION, PREVIOUS, GateConfig, evaluate, sanity_problems
+from shared.events import ModelPromoted, ModelRejected, ModelTrained
+from shared.ml.feature_sets import require_manifest
+from shared.ml.modeling import CHAMPION, PREVIOUS, GateConfig, evaluate, sanity_problems
 
 TAG_GATE = "mesh.gate"  # on the candidate's run: the decision and its evidence, for idempotency
 

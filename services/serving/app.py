@@ -29,13 +29,13 @@ from services.serving.handlers import (
     RecordError,
     new_request_ids,
 )
-from shared import streams
+from shared import events
 from shared.bus import MeshBus
-from shared.contracts import Envelope
-from shared.logging import configure_logging, get_logger
-from shared.modeling import limit_native_threads, load_model_config
-from shared.settings import MeshSettings
-from shared.telemetry import setup_tracing
+from shared.events import Envelope
+from shared.ml.modeling import limit_native_threads, load_model_config
+from shared.runtime.logging import configure_logging, get_logger
+from shared.runtime.settings import MeshSettings
+from shared.runtime.telemetry import setup_tracing
 
 log = get_logger("mesh.serving")
 
@@ -83,7 +83,7 @@ class MeshServing:
         self.sampler = PredictionSampler(self.bus, self.settings.serving_sample_rate)
         self.client: MlflowClient | None = None
         self._reconciler: asyncio.Task[None] | None = None
-        self.bus.listen(streams.MODEL_PROMOTED, self._on_promoted)
+        self.bus.listen(events.MODEL_PROMOTED, self._on_promoted)
 
     async def _on_promoted(self, event: Envelope[Any]) -> None:
         if event.payload.model_name == self.holder.name and self.client is not None:

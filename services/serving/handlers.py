@@ -29,13 +29,13 @@ from opentelemetry.trace import Tracer
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from shared import streams
+from shared import events
 from shared.bus import MeshBus
-from shared.contracts import PredictionMade, new_event, utcnow
-from shared.datasets import DatasetSchema
-from shared.features import FeaturePipeline
-from shared.logging import get_logger
-from shared.modeling import CHAMPION
+from shared.events import PredictionMade, new_event, utcnow
+from shared.ml.datasets import DatasetSchema
+from shared.ml.features import FeaturePipeline
+from shared.ml.modeling import CHAMPION
+from shared.runtime.logging import get_logger
 
 log = get_logger("mesh.serving")
 
@@ -315,7 +315,7 @@ class PredictionSampler:
         if not records:
             return
         try:
-            await self.bus.publish_many([new_event(streams.PREDICTIONS, record) for record in records])
+            await self.bus.publish_many([new_event(events.PREDICTIONS, record) for record in records])
         except Exception:
             PREDICTIONS_DROPPED.inc(len(records))
             log.exception("could not publish prediction records", count=len(records))

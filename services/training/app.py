@@ -9,13 +9,13 @@ import mlflow
 from starlette.applications import Starlette
 
 from services.training.handlers import TrainedRun, latest_window, train
-from shared import streams
+from shared import events
 from shared.bus import PermanentError
-from shared.contracts import Envelope, ModelTrained
-from shared.feature_sets import FeatureSetManifest, require_manifest
-from shared.modeling import load_model_config
-from shared.service import ServiceRuntime
-from shared.settings import MeshSettings
+from shared.events import Envelope, ModelTrained
+from shared.ml.feature_sets import FeatureSetManifest, require_manifest
+from shared.ml.modeling import load_model_config
+from shared.runtime.service import ServiceRuntime
+from shared.runtime.settings import MeshSettings
 
 
 def create_app(settings: MeshSettings | None = None) -> Starlette:
@@ -52,7 +52,7 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
             snapshot_ids=manifest.snapshot_ids,
             params=run.params,
         )
-        await runtime.bus.emit(streams.MODEL_TRAINED, payload, cause=event)
+        await runtime.bus.emit(events.MODEL_TRAINED, payload, cause=event)
         runtime.log.info("model trained", run_id=run.run_id, metrics=run.metrics, model=config.model_name)
 
     async def on_features_ready(event: Envelope[Any]) -> None:
@@ -80,6 +80,6 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
         await train_and_announce(event, request.dataset, manifest)
 
     runtime.require_http("mlflow", f"{settings.effective_mlflow_uri}/health")
-    runtime.bus.consume(streams.FEATURES_READY, on_features_ready)
-    runtime.bus.consume(streams.RETRAIN_REQUESTED, on_retrain_requested)
+    runtime.bus.consume(events.FEATURES_READY, on_features_ready)
+    runtime.bus.consume(events.RETRAIN_REQUESTED, on_retrain_requested)
     return runtime.asgi()

@@ -14,10 +14,10 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from opentelemetry import trace
 
-from shared.datasets import load_schema
-from shared.feature_sets import FeatureSetManifest, build_feature_set, window
-from shared.features import load_feature_spec
-from shared.modeling import (
+from shared.ml.datasets import load_schema
+from shared.ml.feature_sets import FeatureSetManifest, build_feature_set, window
+from shared.ml.features import load_feature_spec
+from shared.ml.modeling import (
     SKOPS_TRUSTED_TYPES,
     ModelConfig,
     evaluate,
@@ -25,7 +25,7 @@ from shared.modeling import (
     positive_scores,
     servable,
 )
-from shared.snapshots import SnapshotStore
+from shared.ml.snapshots import SnapshotStore
 
 TAG_TRIGGER = "mesh.trigger_event_id"
 

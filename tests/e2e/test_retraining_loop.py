@@ -24,13 +24,14 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from services.ingest.handlers import content_hash, validate_batch
-from shared import stack, streams
+from shared import events
 from shared.bus import entry_body
-from shared.contracts import parse_event
-from shared.datasets import load_schema
-from shared.demo_data import EXAMPLE_RECORD, generate
-from shared.embedded import free_port
-from shared.settings import MeshSettings
+from shared.events import parse_event
+from shared.ml.datasets import load_schema
+from shared.ops import stack
+from shared.ops.demo_data import EXAMPLE_RECORD, generate
+from shared.ops.embedded import free_port
+from shared.runtime.settings import MeshSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -98,9 +99,9 @@ def test_data_in_a_validated_model_out(mesh: Mesh) -> None:
     ingested = mesh.upload(rows=600, seed=1)
     served = mesh.wait_version("1")
 
-    chain = [mesh.events(s) for s in (streams.DATA_INGESTED, streams.FEATURES_READY, streams.MODEL_TRAINED)]
+    chain = [mesh.events(s) for s in (events.DATA_INGESTED, events.FEATURES_READY, events.MODEL_TRAINED)]
     [[data], [features], [trained]] = chain
-    [promoted] = mesh.events(streams.MODEL_PROMOTED)
+    [promoted] = mesh.events(events.MODEL_PROMOTED)
     assert data.event_id == ingested["event_id"]
     assert [features.causation_id, trained.causation_id, promoted.causation_id] == [
         data.event_id, features.event_id, trained.event_id
@@ -130,7 +131,7 @@ def test_data_in_a_validated_model_out(mesh: Mesh) -> None:
     assert missing.status_code == 422 and missing.json()["field"].startswith("records[1].")
 
     # Served predictions are published for the monitor, off the response path.
-    published = mesh.wait("prediction records", lambda: mesh.events(streams.PREDICTIONS))
+    published = mesh.wait("prediction records", lambda: mesh.events(events.PREDICTIONS))
     assert {p.payload.model_version for p in published} == {"1"}
 
 
@@ -172,9 +173,9 @@ def test_a_better_model_is_hot_swapped_under_load_without_a_failed_request(mesh:
 
 def test_a_poisoned_batch_never_becomes_champion(mesh: Mesh) -> None:
     before = mesh.wait_version("2")
-    rejected_before = len(mesh.events(streams.MODEL_REJECTED))
+    rejected_before = len(mesh.events(events.MODEL_REJECTED))
     mesh.upload(rows=4000, seed=3, label_noise=1.0)
-    rejected = mesh.wait("the gate's verdict", lambda: mesh.events(streams.MODEL_REJECTED)[rejected_before:])
+    rejected = mesh.wait("the gate's verdict", lambda: mesh.events(events.MODEL_REJECTED)[rejected_before:])
     assert rejected[0].payload.reasons
     assert mesh.served() == before  # same version, same load
     assert mesh.mlflow.get_model_version_by_alias(MODEL, "champion").version == "2"
@@ -239,9 +240,9 @@ def test_drifted_traffic_and_late_labels_lead_to_a_new_champion(mesh: Mesh) -> N
     assert latest["decision"]["episode_active"] and latest["decision"]["fired"]
     assert latest["decision"]["retrain"] is False
     assert any("labelled rows" in reason for reason in latest["decision"]["reasons"])
-    detected = mesh.events(streams.DRIFT_DETECTED)
+    detected = mesh.events(events.DRIFT_DETECTED)
     assert detected and {"1", "2"} >= {e.payload.model_version for e in detected}
-    assert not mesh.events(streams.RETRAIN_REQUESTED)
+    assert not mesh.events(events.RETRAIN_REQUESTED)
 
     # The rule changes and the labels arrive over HTTP: one retrain, and the gate promotes the result.
     shifted = generate(rows=2000, seed=42, concept_shift=1.0)
@@ -250,12 +251,12 @@ def test_drifted_traffic_and_late_labels_lead_to_a_new_champion(mesh: Mesh) -> N
     bad = mesh.http.post(f"{monitor}/labels", json={"labels": [{"label": 1}]})
     assert bad.status_code == 422 and bad.json()["field"] == "labels[0]"
     assert mesh.http.post(f"{monitor}/labels", json={"labels": labels}).status_code == 202
-    [retrain] = mesh.wait("a retrain request", lambda: mesh.events(streams.RETRAIN_REQUESTED))
+    [retrain] = mesh.wait("a retrain request", lambda: mesh.events(events.RETRAIN_REQUESTED))
     fresh = mesh.wait("the retrained version", lambda: (m := mesh.served()) and m["version"] != "2" and m)
     assert fresh["version"] == "3" and before["version"] == "2"
-    [promoted] = [e for e in mesh.events(streams.MODEL_PROMOTED) if e.payload.version == "3"]
+    [promoted] = [e for e in mesh.events(events.MODEL_PROMOTED) if e.payload.version == "3"]
     assert promoted.correlation_id == retrain.correlation_id
-    assert len(mesh.events(streams.RETRAIN_REQUESTED)) == 1
+    assert len(mesh.events(events.RETRAIN_REQUESTED)) == 1
     report = mesh.http.get(f"{monitor}/drift/report")
     assert report.status_code == 200 and "data:image/png;base64," in report.text
 

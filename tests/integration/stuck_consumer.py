@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared import streams
+from shared import events
 from shared.bus import MeshBus
-from shared.settings import MeshSettings
+from shared.runtime.settings import MeshSettings
 
 
 async def main(marker: Path) -> None:
@@ -21,7 +21,7 @@ async def main(marker: Path) -> None:
         marker.write_text(event.event_id)
         await asyncio.Event().wait()
 
-    bus.consume(streams.INGEST_REQUESTED, hang)
+    bus.consume(events.INGEST_REQUESTED, hang)
     await bus.start()
     await asyncio.Event().wait()
 

@@ -15,10 +15,10 @@ import redis.asyncio as aioredis
 from conftest import demo_csv, serve, stream_events, wait_for
 
 from services.ingest.app import create_app
-from shared import streams
+from shared import events
 from shared.bus import MeshBus
-from shared.contracts import IngestRequested, LabelObserved, new_event
-from shared.settings import REPO_ROOT, MeshSettings
+from shared.events import IngestRequested, LabelObserved, new_event
+from shared.runtime.settings import REPO_ROOT, MeshSettings
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +32,9 @@ async def _publish_requests(client: aioredis.Redis, files: list[Path]) -> list[s
     ids = []
     pipe = client.pipeline(transaction=False)
     for path in files:
-        event = new_event(streams.INGEST_REQUESTED, IngestRequested(dataset="demo", uri=str(path)))
+        event = new_event(events.INGEST_REQUESTED, IngestRequested(dataset="demo", uri=str(path)))
         ids.append(event.event_id)
-        pipe.xadd(streams.INGEST_REQUESTED, {"__data__": event.model_dump_json()})
+        pipe.xadd(events.INGEST_REQUESTED, {"__data__": event.model_dump_json()})
     await pipe.execute()
     return ids
 
@@ -54,26 +54,24 @@ async def test_a_backlog_published_before_the_service_first_starts_is_all_handle
 ) -> None:
     files = _batch_files(tmp_path / "batches", 1000)
     await _publish_requests(redis_client, files)
-    assert await redis_client.xlen(streams.INGEST_REQUESTED) == 1000
+    assert await redis_client.xlen(events.INGEST_REQUESTED) == 1000
 
     async with serve(create_app(settings)):
 
         async def all_handled() -> bool:
             # An entry is acked just after its event is published: wait for both, not the events alone.
-            groups = {
-                g["name"].decode(): g for g in await redis_client.xinfo_groups(streams.INGEST_REQUESTED)
-            }
+            groups = {g["name"].decode(): g for g in await redis_client.xinfo_groups(events.INGEST_REQUESTED)}
             return (
-                await redis_client.xlen(streams.DATA_INGESTED) >= 1000
+                await redis_client.xlen(events.DATA_INGESTED) >= 1000
                 and groups["ingest"]["pending"] == 0
                 and groups["ingest"]["lag"] == 0
             )
 
         await wait_for(all_handled, timeout=120, what="1000 requests handled and acked")
-    assert await redis_client.xlen(streams.DATA_INGESTED) == 1000
-    snapshots = {e.payload.snapshot_id for e in await stream_events(redis_client, streams.DATA_INGESTED)}
+    assert await redis_client.xlen(events.DATA_INGESTED) == 1000
+    snapshots = {e.payload.snapshot_id for e in await stream_events(redis_client, events.DATA_INGESTED)}
     assert len(snapshots) == 1000
-    assert await redis_client.xlen(streams.DEADLETTER) == 0
+    assert await redis_client.xlen(events.DEADLETTER) == 0
 
 
 async def test_an_event_whose_consumer_is_killed_before_ack_is_redelivered_to_another(
@@ -96,7 +94,7 @@ async def test_an_event_whose_consumer_is_killed_before_ack_is_redelivered_to_an
     try:
         # The doomed consumer must own its group before the event exists, so it is the one to take it.
         await wait_for(
-            lambda: redis_client.exists(streams.INGEST_REQUESTED),
+            lambda: redis_client.exists(events.INGEST_REQUESTED),
             timeout=30,
             what="the doomed consumer's group",
         )
@@ -111,21 +109,19 @@ async def test_an_event_whose_consumer_is_killed_before_ack_is_redelivered_to_an
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait(timeout=10)
 
-    pending = await redis_client.xpending_range(
-        streams.INGEST_REQUESTED, "ingest", min="-", max="+", count=10
-    )
+    pending = await redis_client.xpending_range(events.INGEST_REQUESTED, "ingest", min="-", max="+", count=10)
     assert [p["consumer"] for p in pending] == [b"ingest-doomed"]
 
     async with serve(create_app(settings)):
-        events = await wait_for(
-            lambda: stream_events(redis_client, streams.DATA_INGESTED), timeout=30, what="redelivery"
+        envelopes = await wait_for(
+            lambda: stream_events(redis_client, events.DATA_INGESTED), timeout=30, what="redelivery"
         )
         # Give a second (wrong) delivery the chance to show up before asserting there was exactly one.
         await asyncio.sleep(settings.bus_reclaim_idle_ms / 1000 * 2)
-        events = await stream_events(redis_client, streams.DATA_INGESTED)
-    assert len(events) == 1
-    assert events[0].causation_id == request_id
-    assert (await redis_client.xpending(streams.INGEST_REQUESTED, "ingest"))["pending"] == 0
+        envelopes = await stream_events(redis_client, events.DATA_INGESTED)
+    assert len(envelopes) == 1
+    assert envelopes[0].causation_id == request_id
+    assert (await redis_client.xpending(events.INGEST_REQUESTED, "ingest"))["pending"] == 0
 
 
 async def test_after_redis_loses_its_data_the_service_recreates_its_group_and_goes_on(
@@ -134,25 +130,25 @@ async def test_after_redis_loses_its_data_the_service_recreates_its_group_and_go
     files = _batch_files(tmp_path / "batches", 2)
     async with serve(create_app(settings)):
         await _publish_requests(redis_client, files[:1])
-        await wait_for(lambda: redis_client.xlen(streams.DATA_INGESTED), what="first event")
+        await wait_for(lambda: redis_client.xlen(events.DATA_INGESTED), what="first event")
 
         await redis_client.flushall()
         await redis_client.config_resetstat()
 
         async def group_back() -> bool:
             groups = (
-                await redis_client.xinfo_groups(streams.INGEST_REQUESTED)
-                if await redis_client.exists(streams.INGEST_REQUESTED)
+                await redis_client.xinfo_groups(events.INGEST_REQUESTED)
+                if await redis_client.exists(events.INGEST_REQUESTED)
                 else []
             )
             return any(g["name"] == b"ingest" for g in groups)
 
         await wait_for(group_back, timeout=15, what="the group to be recreated")
         await _publish_requests(redis_client, files[1:])
-        events = await wait_for(
-            lambda: stream_events(redis_client, streams.DATA_INGESTED), timeout=15, what="event after flush"
+        envelopes = await wait_for(
+            lambda: stream_events(redis_client, events.DATA_INGESTED), timeout=15, what="event after flush"
         )
-        assert events[0].payload.row_count == 3
+        assert envelopes[0].payload.row_count == 3
 
         # No tight retry loop: over a quiet window the service makes a bounded number of calls.
         await redis_client.config_resetstat()
@@ -175,7 +171,7 @@ async def test_idle_consumers_do_not_busy_poll(
     async def never(_: Any) -> None:
         raise AssertionError("no events were published")
 
-    for stream in (streams.LABELS, streams.PREDICTIONS, streams.MODEL_PROMOTED):
+    for stream in (events.LABELS, events.PREDICTIONS, events.MODEL_PROMOTED):
         bus.consume(stream, never)
     await bus.start()
     try:
@@ -200,16 +196,16 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_with_its_error(
         if request_id == "always" or attempts[request_id] < 2:
             raise RuntimeError(f"boom on {request_id}")
 
-    bus.consume(streams.LABELS, handler)
+    bus.consume(events.LABELS, handler)
     await bus.start()
     try:
         for request_id in ("once", "always"):
             await bus.emit(
-                streams.LABELS,
+                events.LABELS,
                 LabelObserved(request_id=request_id, label=1, observed_at="2026-01-01T00:00:00Z"),
             )
         letters = await wait_for(
-            lambda: stream_events(redis_client, streams.DEADLETTER), timeout=30, what="a dead letter"
+            lambda: stream_events(redis_client, events.DEADLETTER), timeout=30, what="a dead letter"
         )
     finally:
         await bus.stop()
@@ -218,7 +214,7 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_with_its_error(
     assert letter.payload.attempts == settings.bus_max_attempts
     assert letter.payload.error == "RuntimeError: boom on always"
     assert '"request_id":"always"' in letter.payload.original
-    assert (await redis_client.xpending(streams.LABELS, "flaky"))["pending"] == 0
+    assert (await redis_client.xpending(events.LABELS, "flaky"))["pending"] == 0
 
 
 async def test_a_redelivered_event_is_handled_once(
@@ -230,20 +226,20 @@ async def test_a_redelivered_event_is_handled_once(
     async def handler(event: Any) -> None:
         seen.append(event.event_id)
 
-    bus.consume(streams.LABELS, handler)
+    bus.consume(events.LABELS, handler)
     await bus.start()
     try:
         event = new_event(
-            streams.LABELS, LabelObserved(request_id="r", label=0, observed_at="2026-01-01T00:00:00Z")
+            events.LABELS, LabelObserved(request_id="r", label=0, observed_at="2026-01-01T00:00:00Z")
         )
         await bus.publish(event)
         await bus.publish(event)  # at-least-once upstream: the same event twice
         await bus.emit(
-            streams.LABELS, LabelObserved(request_id="r2", label=0, observed_at="2026-01-01T00:00:00Z")
+            events.LABELS, LabelObserved(request_id="r2", label=0, observed_at="2026-01-01T00:00:00Z")
         )
 
         async def drained() -> bool:
-            info = await redis_client.xinfo_groups(streams.LABELS)
+            info = await redis_client.xinfo_groups(events.LABELS)
             return info[0]["lag"] == 0 and info[0]["pending"] == 0
 
         await wait_for(drained, what="the group to drain")

@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 from conftest import demo_csv, serve, stream_events, wait_for
 
 from services.ingest.app import create_app
-from shared import streams
+from shared import events
 from shared.bus import MeshBus
-from shared.contracts import IngestRequested, new_event
-from shared.settings import MeshSettings
+from shared.events import IngestRequested, new_event
+from shared.runtime.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +42,12 @@ async def test_csv_upload_yields_exactly_one_event_with_its_snapshot_id(
 
         listing = (await client.get("/datasets/demo/snapshots")).json()["snapshots"]
 
-    events = await stream_events(redis_client, streams.DATA_INGESTED)
-    assert len(events) == 1
-    assert events[0].payload.snapshot_id == body["snapshot_id"]
-    assert events[0].event_id == body["event_id"]
+    envelopes = await stream_events(redis_client, events.DATA_INGESTED)
+    assert len(envelopes) == 1
+    assert envelopes[0].payload.snapshot_id == body["snapshot_id"]
+    assert envelopes[0].event_id == body["event_id"]
     assert [s["snapshot_id"] for s in listing] == [body["snapshot_id"]]
-    stored = pl.read_parquet(events[0].payload.path)
+    stored = pl.read_parquet(envelopes[0].payload.path)
     assert stored.height == 20 and stored["customer_id"].to_list()[0] == "s0-c0"
     assert len(_snapshot_files(settings)) == 1
 
@@ -68,7 +68,7 @@ async def test_parquet_and_jsonl_uploads(settings: MeshSettings, redis_client: a
             "/datasets/demo/batches", content=jsonl, headers={"content-type": "application/x-ndjson"}
         )
         assert second.status_code == 201, second.text
-    assert len(await stream_events(redis_client, streams.DATA_INGESTED)) == 2
+    assert len(await stream_events(redis_client, events.DATA_INGESTED)) == 2
 
 
 async def test_bad_batch_gets_422_naming_every_column_and_stores_nothing(
@@ -83,7 +83,7 @@ async def test_bad_batch_gets_422_naming_every_column_and_stores_nothing(
         snapshots = (await client.get("/datasets/demo/snapshots")).json()["snapshots"]
     assert snapshots == []
     assert _snapshot_files(settings) == []
-    assert await redis_client.exists(streams.DATA_INGESTED) == 0
+    assert await redis_client.exists(events.DATA_INGESTED) == 0
 
 
 async def test_http_errors_name_the_field(settings: MeshSettings, redis_client: aioredis.Redis) -> None:
@@ -110,16 +110,16 @@ async def test_ingest_requested_event_is_validated_and_announced(
     async with serve(create_app(settings)):
         await publisher.broker.start()
         request = await publisher.emit(
-            streams.INGEST_REQUESTED, IngestRequested(dataset="demo", uri=batch.as_uri())
+            events.INGEST_REQUESTED, IngestRequested(dataset="demo", uri=batch.as_uri())
         )
-        events = await wait_for(
-            lambda: stream_events(redis_client, streams.DATA_INGESTED), what="data.ingested"
+        envelopes = await wait_for(
+            lambda: stream_events(redis_client, events.DATA_INGESTED), what="data.ingested"
         )
         await publisher.stop()
-    assert len(events) == 1
-    assert events[0].causation_id == request.event_id
-    assert events[0].correlation_id == request.correlation_id
-    assert events[0].payload.row_count == 7
+    assert len(envelopes) == 1
+    assert envelopes[0].causation_id == request.event_id
+    assert envelopes[0].correlation_id == request.correlation_id
+    assert envelopes[0].payload.row_count == 7
 
 
 async def test_malformed_events_go_to_deadletter_and_the_service_keeps_serving(
@@ -130,18 +130,18 @@ async def test_malformed_events_go_to_deadletter_and_the_service_keeps_serving(
     async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as client:
         # Not JSON at all, a JSON envelope missing its payload's uri, a file that does not exist,
         # and a file whose rows fail the schema: four different reasons, none may be lost.
-        await redis_client.xadd(streams.INGEST_REQUESTED, {"__data__": b"\x00garbage"})
-        broken = new_event(streams.INGEST_REQUESTED, IngestRequested(dataset="demo", uri="/x")).model_dump(
+        await redis_client.xadd(events.INGEST_REQUESTED, {"__data__": b"\x00garbage"})
+        broken = new_event(events.INGEST_REQUESTED, IngestRequested(dataset="demo", uri="/x")).model_dump(
             mode="json"
         )
         del broken["payload"]["uri"]
-        await redis_client.xadd(streams.INGEST_REQUESTED, {"__data__": json.dumps(broken)})
+        await redis_client.xadd(events.INGEST_REQUESTED, {"__data__": json.dumps(broken)})
         for uri in (str(tmp_path / "missing.csv"), str(bad_rows)):
-            event = new_event(streams.INGEST_REQUESTED, IngestRequested(dataset="demo", uri=uri))
-            await redis_client.xadd(streams.INGEST_REQUESTED, {"__data__": event.model_dump_json()})
+            event = new_event(events.INGEST_REQUESTED, IngestRequested(dataset="demo", uri=uri))
+            await redis_client.xadd(events.INGEST_REQUESTED, {"__data__": event.model_dump_json()})
 
         async def four_letters() -> list | None:
-            letters = await stream_events(redis_client, streams.DEADLETTER)
+            letters = await stream_events(redis_client, events.DEADLETTER)
             return letters if len(letters) >= 4 else None
 
         letters = await wait_for(four_letters, what="four dead letters")
@@ -150,11 +150,11 @@ async def test_malformed_events_go_to_deadletter_and_the_service_keeps_serving(
         assert "payload.uri" in reasons[1]
         assert "missing.csv" in reasons[2] and "not a readable file" in reasons[2]
         assert "region [allowed]" in reasons[3]
-        assert all(letter.payload.stream == streams.INGEST_REQUESTED for letter in letters)
+        assert all(letter.payload.stream == events.INGEST_REQUESTED for letter in letters)
         assert letters[0].payload.original.endswith("garbage")
 
         response = await client.post("/datasets/demo/batches", content=demo_csv(4, seed=5), headers=CSV)
         assert response.status_code == 201
         assert (await client.get("/readyz")).status_code == 200
-    pending = await redis_client.xpending(streams.INGEST_REQUESTED, "ingest")
+    pending = await redis_client.xpending(events.INGEST_REQUESTED, "ingest")
     assert pending["pending"] == 0

@@ -11,10 +11,10 @@ import redis.asyncio as aioredis
 from conftest import count, mesh, stream_events, upload
 from mlflow.tracking import MlflowClient
 
-from shared import streams
+from shared import events
 from shared.bus import MeshBus
-from shared.contracts import new_event
-from shared.settings import MeshSettings
+from shared.events import new_event
+from shared.runtime.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +42,12 @@ async def test_the_chain_promotes_then_rejects_and_redelivery_registers_nothing_
 ) -> None:
     async with mesh(loop_settings, LOOP) as urls, httpx.AsyncClient(timeout=60) as client:
         ingested = await upload(client, urls["ingest"], rows=600, seed=1)
-        [promoted] = await count(redis_client, streams.MODEL_PROMOTED, 1)
+        [promoted] = await count(redis_client, events.MODEL_PROMOTED, 1)
 
         # One causal chain, every hop caused by the one before.
-        [data] = await stream_events(redis_client, streams.DATA_INGESTED)
-        [features] = await stream_events(redis_client, streams.FEATURES_READY)
-        [trained] = await stream_events(redis_client, streams.MODEL_TRAINED)
+        [data] = await stream_events(redis_client, events.DATA_INGESTED)
+        [features] = await stream_events(redis_client, events.FEATURES_READY)
+        [trained] = await stream_events(redis_client, events.MODEL_TRAINED)
         assert data.event_id == ingested["event_id"]
         assert features.causation_id == data.event_id and trained.causation_id == features.event_id
         assert promoted.causation_id == trained.event_id
@@ -70,15 +70,15 @@ async def test_the_chain_promotes_then_rejects_and_redelivery_registers_nothing_
         publisher = MeshBus(loop_settings, "test-publisher")
         await publisher.broker.start()
         await publisher.publish(
-            new_event(streams.MODEL_TRAINED, trained.payload, cause=features, dedupe_key="again")
+            new_event(events.MODEL_TRAINED, trained.payload, cause=features, dedupe_key="again")
         )
-        again = await count(redis_client, streams.MODEL_PROMOTED, 2)
+        again = await count(redis_client, events.MODEL_PROMOTED, 2)
         assert again[1].payload.version == "1"
         assert len(mlflow_client.search_model_versions(f"name='{MODEL}'")) == 1
 
         # A label-shuffled batch trains a candidate the gate must reject; the champion stays.
         await upload(client, urls["ingest"], rows=3000, seed=3, label_noise=1.0)
-        [rejected] = await count(redis_client, streams.MODEL_REJECTED, 1)
+        [rejected] = await count(redis_client, events.MODEL_REJECTED, 1)
         assert rejected.payload.reasons and any("roc_auc" in r for r in rejected.payload.reasons)
         assert rejected.payload.evidence["champion"]["version"] == "1"
         assert mlflow_client.get_model_version_by_alias(MODEL, "champion").version == "1"
@@ -92,9 +92,9 @@ async def test_registry_commands_move_the_aliases_and_announce_it(
 ) -> None:
     async with mesh(loop_settings, LOOP) as urls, httpx.AsyncClient(timeout=60) as client:
         await upload(client, urls["ingest"], rows=600, seed=11)
-        await count(redis_client, streams.MODEL_PROMOTED, 1)
+        await count(redis_client, events.MODEL_PROMOTED, 1)
         await upload(client, urls["ingest"], rows=4000, seed=2)
-        [_, second] = await count(redis_client, streams.MODEL_PROMOTED, 2)
+        [_, second] = await count(redis_client, events.MODEL_PROMOTED, 2)
         assert second.payload.version == "2" and second.payload.previous_version == "1"
         evidence = second.payload.evidence
         assert (
@@ -110,7 +110,7 @@ async def test_registry_commands_move_the_aliases_and_announce_it(
         assert rolled.json()["version"] == "1" and rolled.json()["action"] == "rollback"
         assert mlflow_client.get_model_version_by_alias(MODEL, "champion").version == "1"
         assert mlflow_client.get_model_version_by_alias(MODEL, "previous").version == "2"
-        announced = await count(redis_client, streams.MODEL_PROMOTED, 3)
+        announced = await count(redis_client, events.MODEL_PROMOTED, 3)
         assert announced[2].payload.action == "rollback" and announced[2].payload.version == "1"
 
         missing = await client.post(

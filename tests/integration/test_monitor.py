@@ -14,10 +14,10 @@ import redis.asyncio as aioredis
 from conftest import count, mesh, stream_events, upload, wait_for
 from mlflow.tracking import MlflowClient
 
-from shared import streams
-from shared.contracts import LabelObserved, PredictionMade, new_event, utcnow
-from shared.demo_data import generate
-from shared.settings import MeshSettings
+from shared import events
+from shared.events import LabelObserved, PredictionMade, new_event, utcnow
+from shared.ops.demo_data import generate
+from shared.runtime.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ class Traffic:
                 predicted_at=utcnow(),
             )
             pipe.xadd(
-                streams.PREDICTIONS, {"__data__": new_event(streams.PREDICTIONS, record).model_dump_json()}
+                events.PREDICTIONS, {"__data__": new_event(events.PREDICTIONS, record).model_dump_json()}
             )
         await pipe.execute()
         return ids
@@ -60,9 +60,9 @@ class Traffic:
         pipe = self.redis.pipeline(transaction=False)
         for request_id, label in zip(request_ids, labels, strict=True):
             event = new_event(
-                streams.LABELS, LabelObserved(request_id=request_id, label=label, observed_at=utcnow())
+                events.LABELS, LabelObserved(request_id=request_id, label=label, observed_at=utcnow())
             )
-            pipe.xadd(streams.LABELS, {"__data__": event.model_dump_json()})
+            pipe.xadd(events.LABELS, {"__data__": event.model_dump_json()})
         await pipe.execute()
 
 
@@ -81,7 +81,7 @@ async def test_drift_holds_without_labels_then_retrains_once_on_labelled_decay(
     loop_settings = settings.model_copy(update={"mlflow_tracking_uri": mlflow_uri})
     async with mesh(loop_settings, SERVICES) as urls, httpx.AsyncClient(timeout=60) as http:
         await upload(http, urls["ingest"], rows=600, seed=31)
-        await count(redis_client, streams.MODEL_PROMOTED, 1)
+        await count(redis_client, events.MODEL_PROMOTED, 1)
         mlflow.set_tracking_uri(mlflow_uri)
         champion = mlflow.sklearn.load_model(f"models:/{MODEL}/1")
         columns = champion.named_steps["features"].pipeline["spec"]["features"]
@@ -96,14 +96,14 @@ async def test_drift_holds_without_labels_then_retrains_once_on_labelled_decay(
         # Reference traffic: two windows, nothing fires.
         await traffic.predictions(generate(rows=1000, seed=20))
         state = await wait_for(lambda: windows(2), timeout=60, what="two reference windows")
-        assert not await stream_events(redis_client, streams.DRIFT_DETECTED)
+        assert not await stream_events(redis_client, events.DRIFT_DETECTED)
         assert state["latest"]["decision"]["retrain"] is False
         assert state["references"] == ["1"]
 
         # Covariate shift, no labels: one drift episode, announced once; the retrain waits for labels.
         await traffic.predictions(generate(rows=1500, seed=21, covariate_shift=1.0))
         await wait_for(lambda: windows(5), timeout=60, what="three shifted windows")
-        [detected] = await stream_events(redis_client, streams.DRIFT_DETECTED)
+        [detected] = await stream_events(redis_client, events.DRIFT_DETECTED)
         assert detected.payload.model_version == "1" and detected.payload.fired
         assert any(test.startswith(("psi:", "ks:")) for test in detected.payload.fired)
         state = await drift_state(http, monitor)
@@ -112,34 +112,32 @@ async def test_drift_holds_without_labels_then_retrains_once_on_labelled_decay(
         # A burst of further drifted windows is the same episode: no second announcement, no retrain.
         await traffic.predictions(generate(rows=1500, seed=22, covariate_shift=1.0))
         await wait_for(lambda: windows(8), timeout=60, what="a burst of shifted windows")
-        assert len(await stream_events(redis_client, streams.DRIFT_DETECTED)) == 1
-        assert not await stream_events(redis_client, streams.RETRAIN_REQUESTED)
+        assert len(await stream_events(redis_client, events.DRIFT_DETECTED)) == 1
+        assert not await stream_events(redis_client, events.RETRAIN_REQUESTED)
 
         report = await http.get(f"{monitor}/drift/report")
         assert report.status_code == 200 and report.text.count("data:image/png;base64,") >= 2
 
         # The world's rule changes (inputs as before) and labels arrive: accuracy decays, one retrain.
-        features_before = len(await stream_events(redis_client, streams.FEATURES_READY))
+        features_before = len(await stream_events(redis_client, events.FEATURES_READY))
         shifted = generate(rows=1200, seed=23, concept_shift=1.0)
         ids = await traffic.predictions(shifted)
         await traffic.labels(ids, shifted["churned"].to_list())
-        [retrain] = await count(redis_client, streams.RETRAIN_REQUESTED, 1)
+        [retrain] = await count(redis_client, events.RETRAIN_REQUESTED, 1)
         assert retrain.payload.window_snapshots == 1
         assert any(test.startswith("performance:") for test in retrain.payload.evidence["decision"]["fired"])
-        promoted = await count(redis_client, streams.MODEL_PROMOTED, 2)
+        promoted = await count(redis_client, events.MODEL_PROMOTED, 2)
         assert promoted[1].payload.version == "2"
         assert promoted[1].correlation_id == retrain.correlation_id
 
         # The new model learned from the labelled live rows, stored as a snapshot of their own...
         [feedback] = promoted[1].payload.snapshot_ids
-        ingested = {
-            e.payload.snapshot_id: e for e in await stream_events(redis_client, streams.DATA_INGESTED)
-        }
+        ingested = {e.payload.snapshot_id: e for e in await stream_events(redis_client, events.DATA_INGESTED)}
         assert ingested[feedback].payload.trigger_training is False
         # The retrain fires as soon as the policy's minimum of labelled rows is there, not when all arrived.
         assert 1000 <= ingested[feedback].payload.row_count <= 1200
         # ...which did not also start the ordinary data-driven training.
-        assert len(await stream_events(redis_client, streams.FEATURES_READY)) == features_before
+        assert len(await stream_events(redis_client, events.FEATURES_READY)) == features_before
         evidence = promoted[1].payload.evidence
         assert evidence["candidate"]["metrics"]["roc_auc"] > evidence["champion"]["metrics"]["roc_auc"]
-        assert len(await stream_events(redis_client, streams.RETRAIN_REQUESTED)) == 1
+        assert len(await stream_events(redis_client, events.RETRAIN_REQUESTED)) == 1

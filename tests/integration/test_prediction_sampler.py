@@ -11,9 +11,9 @@ import redis.asyncio as aioredis
 from conftest import count, loaded_model_stub, stream_events
 
 from services.serving.handlers import PREDICTIONS_DROPPED, LoadedModel, PredictionSampler, new_request_ids
-from shared import streams
+from shared import events
 from shared.bus import MeshBus
-from shared.settings import MeshSettings
+from shared.runtime.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +37,11 @@ async def test_every_answered_record_is_published_with_its_model_and_features(
     answers = [_answer(rows) for rows in (1, 5, 3)]
     for frame, predictions, scores, ids in answers:
         sampler.offer(_loaded(), frame, predictions, scores, ids)
-    events = await count(redis_client, streams.PREDICTIONS, 9)
+    envelopes = await count(redis_client, events.PREDICTIONS, 9)
     await sampler.stop()
     await bus.stop()
 
-    by_request = {e.payload.request_id: e.payload for e in events}
+    by_request = {e.payload.request_id: e.payload for e in envelopes}
     assert len(by_request) == 9
     for frame, predictions, scores, ids in answers:
         for i, row in enumerate(frame.iter_rows(named=True)):
@@ -61,7 +61,7 @@ async def test_stop_flushes_what_is_still_queued(
         sampler.offer(_loaded(), *_answer(3))
     await sampler.stop()
     await bus.stop()
-    assert len(await stream_events(redis_client, streams.PREDICTIONS)) == 15
+    assert len(await stream_events(redis_client, events.PREDICTIONS)) == 15
 
 
 async def test_past_capacity_answers_are_dropped_and_counted_not_queued(
@@ -76,7 +76,7 @@ async def test_past_capacity_answers_are_dropped_and_counted_not_queued(
     assert PREDICTIONS_DROPPED._value.get() - dropped_before == 2
     await sampler.stop()
     await bus.stop()
-    published = {e.payload.request_id for e in await stream_events(redis_client, streams.PREDICTIONS)}
+    published = {e.payload.request_id for e in await stream_events(redis_client, events.PREDICTIONS)}
     assert published == set(offered[0][3]) | set(offered[2][3])
 
 
@@ -86,4 +86,4 @@ async def test_a_zero_rate_publishes_nothing(settings: MeshSettings, redis_clien
     sampler.offer(_loaded(), *_answer(10))
     await sampler.stop()
     await bus.stop()
-    assert await redis_client.xlen(streams.PREDICTIONS) == 0
+    assert await redis_client.xlen(events.PREDICTIONS) == 0

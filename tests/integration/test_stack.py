@@ -15,9 +15,9 @@ import httpx
 import pytest
 from rich.console import Console
 
-from shared import stack
-from shared.embedded import free_port, port_open, redis_answers
-from shared.settings import MeshSettings
+from shared.ops import stack
+from shared.ops.embedded import free_port, port_open, redis_answers
+from shared.runtime.settings import MeshSettings
 
 pytestmark = pytest.mark.integration
 

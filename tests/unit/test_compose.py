@@ -11,9 +11,9 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
-from shared import stack
-from shared.embedded import valkey_command
-from shared.settings import REPO_ROOT, SERVICE_NAMES, MeshSettings
+from shared.ops import stack
+from shared.ops.embedded import valkey_command
+from shared.runtime.settings import REPO_ROOT, SERVICE_NAMES, MeshSettings
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"

@@ -3,9 +3,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import streams
-from shared.contracts import (
-    PAYLOAD_TYPES,
+from shared import events
+from shared.events import (
     ContractError,
     DataIngested,
     IngestRequested,
@@ -20,13 +19,16 @@ def _ingested() -> DataIngested:
     )
 
 
-def test_every_stream_has_a_payload_model() -> None:
-    assert set(PAYLOAD_TYPES) == set(streams.ALL_STREAMS)
+def test_every_stream_is_bound_to_a_payload_model_under_a_unique_name() -> None:
+    assert len(events.STREAMS_BY_NAME) == len(events.ALL_STREAMS)
+    for stream in events.ALL_STREAMS:
+        assert issubclass(stream.payload, events.Payload)
+        assert events.STREAMS_BY_NAME[str(stream)] is stream
 
 
 def test_envelope_round_trips_through_json() -> None:
-    event = new_event(streams.DATA_INGESTED, _ingested())
-    parsed = parse_event(event.model_dump_json(), streams.DATA_INGESTED)
+    event = new_event(events.DATA_INGESTED, _ingested())
+    parsed = parse_event(event.model_dump_json(), events.DATA_INGESTED)
     assert parsed == event
     assert parsed.payload.snapshot_id == "abc"
     assert parsed.schema_version == 1
@@ -34,39 +36,39 @@ def test_envelope_round_trips_through_json() -> None:
 
 
 def test_a_caused_event_continues_the_chain() -> None:
-    cause = new_event(streams.INGEST_REQUESTED, IngestRequested(dataset="demo", uri="/tmp/x.csv"))
-    effect = new_event(streams.DATA_INGESTED, _ingested(), cause=cause)
+    cause = new_event(events.INGEST_REQUESTED, IngestRequested(dataset="demo", uri="/tmp/x.csv"))
+    effect = new_event(events.DATA_INGESTED, _ingested(), cause=cause)
     assert effect.correlation_id == cause.correlation_id
     assert effect.causation_id == cause.event_id
 
 
 def test_ids_derived_from_a_cause_are_deterministic() -> None:
-    cause = new_event(streams.INGEST_REQUESTED, IngestRequested(dataset="demo", uri="/tmp/x.csv"))
-    first = new_event(streams.DATA_INGESTED, _ingested(), cause=cause, dedupe_key="abc")
-    again = new_event(streams.DATA_INGESTED, _ingested(), cause=cause, dedupe_key="abc")
-    other = new_event(streams.DATA_INGESTED, _ingested(), cause=cause, dedupe_key="def")
+    cause = new_event(events.INGEST_REQUESTED, IngestRequested(dataset="demo", uri="/tmp/x.csv"))
+    first = new_event(events.DATA_INGESTED, _ingested(), cause=cause, dedupe_key="abc")
+    again = new_event(events.DATA_INGESTED, _ingested(), cause=cause, dedupe_key="abc")
+    other = new_event(events.DATA_INGESTED, _ingested(), cause=cause, dedupe_key="def")
     assert first.event_id == again.event_id != other.event_id
-    assert new_event(streams.DATA_INGESTED, _ingested()).event_id != first.event_id
+    assert new_event(events.DATA_INGESTED, _ingested()).event_id != first.event_id
 
 
 @pytest.mark.parametrize(
     ("stream", "raw", "names"),
     [
-        (streams.DATA_INGESTED, b"{not json", "not valid JSON"),
-        (streams.DATA_INGESTED, b"[1, 2]", "JSON object"),
-        (streams.DATA_INGESTED, json.dumps({"type": "labels"}).encode(), "does not belong on stream"),
+        (events.DATA_INGESTED, b"{not json", "not valid JSON"),
+        (events.DATA_INGESTED, b"[1, 2]", "JSON object"),
+        (events.DATA_INGESTED, json.dumps({"type": "labels"}).encode(), "does not belong on stream"),
         (
-            streams.DATA_INGESTED,
+            events.DATA_INGESTED,
             json.dumps(
-                {"type": streams.DATA_INGESTED, "correlation_id": "c", "payload": {"dataset": "d"}}
+                {"type": events.DATA_INGESTED, "correlation_id": "c", "payload": {"dataset": "d"}}
             ).encode(),
             "payload.snapshot_id",
         ),
         (
-            streams.INGEST_REQUESTED,
+            events.INGEST_REQUESTED,
             json.dumps(
                 {
-                    "type": streams.INGEST_REQUESTED,
+                    "type": events.INGEST_REQUESTED,
                     "correlation_id": "c",
                     "payload": {"dataset": "demo", "uri": "/x", "surprise": 1},
                 }
@@ -81,17 +83,17 @@ def test_contract_errors_name_what_is_wrong(stream: str, raw: bytes, names: str)
 
 
 def test_future_schema_versions_are_refused_not_misread() -> None:
-    event = json.loads(new_event(streams.DATA_INGESTED, _ingested()).model_dump_json())
+    event = json.loads(new_event(events.DATA_INGESTED, _ingested()).model_dump_json())
     event["schema_version"] = 2
     with pytest.raises(ContractError, match="schema_version"):
-        parse_event(json.dumps(event), streams.DATA_INGESTED)
+        parse_event(json.dumps(event), events.DATA_INGESTED)
 
 
 def test_payload_type_must_match_event_type() -> None:
     with pytest.raises(ValueError, match="carries DataIngested"):
-        new_event(streams.DATA_INGESTED, IngestRequested(dataset="demo", uri="/x"))
+        new_event(events.DATA_INGESTED, IngestRequested(dataset="demo", uri="/x"))
 
 
 def test_timestamps_are_timezone_aware() -> None:
-    event = new_event(streams.DATA_INGESTED, _ingested())
+    event = new_event(events.DATA_INGESTED, _ingested())
     assert event.occurred_at <= datetime.now(UTC)

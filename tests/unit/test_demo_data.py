@@ -12,9 +12,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from shared.datasets import DatasetSchema, load_schema
-from shared.demo_data import generate
-from shared.settings import REPO_ROOT
+from shared.ml.datasets import DatasetSchema, load_schema
+from shared.ops.demo_data import generate
+from shared.runtime.settings import REPO_ROOT
 
 ROWS = 2_000
 NUMERIC = ["age", "income", "tenure_months", "monthly_spend", "support_calls", "last_login_days"]

@@ -19,10 +19,10 @@ from services.monitor.drift import (
     window_drift,
 )
 from services.monitor.policy import MonitorConfig, load_monitor_config
-from shared.datasets import load_schema
-from shared.demo_data import generate
-from shared.feature_sets import reference_profile, split_mask
-from shared.features import FeatureSpec
+from shared.ml.datasets import load_schema
+from shared.ml.feature_sets import reference_profile, split_mask
+from shared.ml.features import FeatureSpec
+from shared.ops.demo_data import generate
 
 SHIFTED = ["income", "age", "support_calls", "region"]
 SEEDS = range(100, 120)

@@ -10,9 +10,8 @@ import polars as pl
 import pytest
 from conftest import commit_snapshot
 
-from shared.datasets import DatasetSchema
-from shared.demo_data import generate
-from shared.feature_sets import (
+from shared.ml.datasets import DatasetSchema
+from shared.ml.feature_sets import (
     FeatureSetManifest,
     bin_shares,
     build_feature_set,
@@ -20,8 +19,9 @@ from shared.feature_sets import (
     split_mask,
     window,
 )
-from shared.features import FeaturePipeline, FeatureSpec
-from shared.snapshots import SnapshotManifest, SnapshotStore
+from shared.ml.features import FeaturePipeline, FeatureSpec
+from shared.ml.snapshots import SnapshotManifest, SnapshotStore
+from shared.ops.demo_data import generate
 
 
 def _manifest(snapshot_id: str) -> SnapshotManifest:

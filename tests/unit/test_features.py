@@ -18,10 +18,9 @@ import pytest
 from conftest import CONFIG_DIR, commit_snapshot
 
 from services.serving.handlers import LoadedModel, record_model
-from shared.datasets import DatasetSchema
-from shared.demo_data import generate
-from shared.feature_sets import FeatureSetManifest, build_feature_set, split_mask
-from shared.features import (
+from shared.ml.datasets import DatasetSchema
+from shared.ml.feature_sets import FeatureSetManifest, build_feature_set, split_mask
+from shared.ml.features import (
     GLOBAL_KEY,
     FeaturePipeline,
     FeatureSpec,
@@ -29,7 +28,8 @@ from shared.features import (
     check_spec_against_schema,
     load_feature_spec,
 )
-from shared.snapshots import SnapshotStore
+from shared.ml.snapshots import SnapshotStore
+from shared.ops.demo_data import generate
 
 DEMO_INPUTS = [
     "age",

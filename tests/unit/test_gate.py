@@ -7,8 +7,8 @@ import math
 import pytest
 
 from services.registry.handlers import judge
-from shared.modeling import GateConfig, load_model_config
-from shared.settings import REPO_ROOT
+from shared.ml.modeling import GateConfig, load_model_config
+from shared.runtime.settings import REPO_ROOT
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from services.ingest.handlers import (
     read_batch,
     validate_batch,
 )
-from shared.datasets import DatasetSchema
-from shared.snapshots import SnapshotStore
+from shared.ml.datasets import DatasetSchema
+from shared.ml.snapshots import SnapshotStore
 
 
 def _frame(csv: bytes) -> pl.DataFrame:

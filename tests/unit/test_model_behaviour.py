@@ -19,11 +19,10 @@ from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_info
 
-from shared.datasets import DatasetSchema
-from shared.demo_data import generate
-from shared.feature_sets import FeatureSetManifest, build_feature_set
-from shared.features import FeatureSpec
-from shared.modeling import (
+from shared.ml.datasets import DatasetSchema
+from shared.ml.feature_sets import FeatureSetManifest, build_feature_set
+from shared.ml.features import FeatureSpec
+from shared.ml.modeling import (
     GateConfig,
     ModelConfig,
     evaluate,
@@ -33,7 +32,8 @@ from shared.modeling import (
     sanity_problems,
     servable,
 )
-from shared.snapshots import SnapshotStore
+from shared.ml.snapshots import SnapshotStore
+from shared.ops.demo_data import generate
 
 ROWS_PER_SNAPSHOT = 1_500  # two snapshots: 3,000 rows, about 750 of them in the holdout
 

@@ -10,9 +10,9 @@ from conftest import CONFIG_DIR
 
 from services.monitor.handlers import Monitor
 from services.monitor.policy import load_monitor_config
-from shared.datasets import DatasetSchema
-from shared.demo_data import EXAMPLE_RECORD
-from shared.features import FeatureSpec
+from shared.ml.datasets import DatasetSchema
+from shared.ml.features import FeatureSpec
+from shared.ops.demo_data import EXAMPLE_RECORD
 
 
 @pytest.fixture

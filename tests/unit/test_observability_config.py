@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.settings import REPO_ROOT
+from shared.runtime.settings import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -30,7 +30,7 @@ DASHBOARD_FILES = ("mesh-flow.json", "serving.json")
 PROMETHEUS_DS = {"type": "prometheus", "uid": "prometheus"}
 
 # Modules whose import registers every metric family the mesh services export.
-METRIC_MODULES = ("shared.bus", "shared.service", "services.serving.handlers", "services.monitor.app")
+METRIC_MODULES = ("shared.bus", "shared.runtime.service", "services.serving.handlers", "services.monitor.app")
 
 # Families BentoML 1.4 (bentoml==1.4.39) exports on the serving API port's /metrics, with their labels.
 # Source: bentoml/_internal/server/http/instruments.py, RunnerTrafficMetricsMiddleware._setup, which

@@ -10,8 +10,8 @@ from conftest import loaded_model_stub
 from pydantic import BaseModel, ValidationError
 
 from services.serving.handlers import LoadedModel, RecordError, record_model
-from shared.datasets import DatasetSchema
-from shared.features import FeatureSpec
+from shared.ml.datasets import DatasetSchema
+from shared.ml.features import FeatureSpec
 
 VALID: dict[str, Any] = {
     "age": 42,

@@ -6,8 +6,8 @@ from pathlib import Path
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from shared.settings import MeshSettings
-from shared.telemetry import setup_tracing
+from shared.runtime.settings import MeshSettings
+from shared.runtime.telemetry import setup_tracing
 
 
 def _settings(tmp_path: Path, ratio: float) -> MeshSettings:

@@ -17,7 +17,7 @@ from services.monitor.policy import (
     WindowSignals,
     load_monitor_config,
 )
-from shared.settings import REPO_ROOT
+from shared.runtime.settings import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "deploy" / "config"
 LABELS = 1_000  # plenty of labelled rows, unless a test is about that guard

@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib.resources
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from shared.runtime.retry import wait_until
 
 
 def valkey_server_binary() -> Path:
@@ -46,16 +46,6 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
-
-
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1) -> None:
-    """Poll ``check`` with bounded backoff until it is true; raise TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} not ready after {timeout:.0f}s")
-        time.sleep(interval)
-        interval = min(interval * 1.5, 1.0)
 
 
 def redis_answers(port: int) -> bool:

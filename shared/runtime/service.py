@@ -24,9 +24,9 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.bus import MeshBus
-from shared.logging import configure_logging, get_logger
-from shared.settings import MeshSettings
-from shared.telemetry import setup_tracing
+from shared.runtime.logging import configure_logging, get_logger
+from shared.runtime.settings import MeshSettings
+from shared.runtime.telemetry import setup_tracing
 
 HTTP_LATENCY = Histogram(
     "mesh_http_request_duration_seconds",

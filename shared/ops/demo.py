@@ -19,10 +19,11 @@ import redis
 from rich.console import Console
 from rich.panel import Panel
 
-from shared import stack, streams
+from shared import events
 from shared.bus import entry_body
-from shared.demo_data import EXAMPLE_RECORD, generate
-from shared.settings import MeshSettings
+from shared.ops import stack
+from shared.ops.demo_data import EXAMPLE_RECORD, generate
+from shared.runtime.settings import MeshSettings
 
 STEP_TIMEOUT_S = 300.0
 
@@ -130,7 +131,7 @@ class Demo:
             f"  hot swap: v{first['version']} -> [bold green]v{second['version']}[/bold green] after "
             f"{time.monotonic() - started:.1f}s, without restarting the server"
         )
-        promoted = _last_payload(self.redis, streams.MODEL_PROMOTED)
+        promoted = _last_payload(self.redis, events.MODEL_PROMOTED)
         evidence = promoted["evidence"]
         champion = evidence.get("champion") or {}
         c.print(
@@ -142,10 +143,10 @@ class Demo:
         self.predict_example()
 
         c.rule("3. a poisoned batch: 4,000 rows with shuffled labels")
-        rejected_before = int(self.redis.xlen(streams.MODEL_REJECTED))
+        rejected_before = int(self.redis.xlen(events.MODEL_REJECTED))
         self.upload("batch-3-poisoned", rows=4000, seed=3, label_noise=1.0)
-        _wait("the gate's verdict", lambda: int(self.redis.xlen(streams.MODEL_REJECTED)) > rejected_before)
-        rejection = _last_payload(self.redis, streams.MODEL_REJECTED)
+        _wait("the gate's verdict", lambda: int(self.redis.xlen(events.MODEL_REJECTED)) > rejected_before)
+        rejection = _last_payload(self.redis, events.MODEL_REJECTED)
         c.print("  [bold red]rejected[/bold red] by the registry gate:")
         for reason in rejection["reasons"]:
             c.print(f"     - {reason}")
@@ -167,10 +168,10 @@ class Demo:
     def drift(self, serving: dict[str, Any]) -> None:
         c = self.console
         c.rule("4. live traffic drifts: 1,500 requests with shifted inputs, no labels yet")
-        detected_before = int(self.redis.xlen(streams.DRIFT_DETECTED))
+        detected_before = int(self.redis.xlen(events.DRIFT_DETECTED))
         self.traffic(generate(rows=1500, seed=4, covariate_shift=1.0))
-        _wait("drift to be detected", lambda: int(self.redis.xlen(streams.DRIFT_DETECTED)) > detected_before)
-        detected = _last_payload(self.redis, streams.DRIFT_DETECTED)
+        _wait("drift to be detected", lambda: int(self.redis.xlen(events.DRIFT_DETECTED)) > detected_before)
+        detected = _last_payload(self.redis, events.DRIFT_DETECTED)
         c.print(
             f"  [bold yellow]drift detected[/bold yellow] on v{detected['model_version']}: "
             f"{', '.join(detected['fired'][:6])}"
@@ -181,7 +182,7 @@ class Demo:
         )
 
         c.rule("5. the world changes: 2,000 requests under a new churn rule, then their labels")
-        retrains_before = int(self.redis.xlen(streams.RETRAIN_REQUESTED))
+        retrains_before = int(self.redis.xlen(events.RETRAIN_REQUESTED))
         shifted = generate(rows=2000, seed=5, concept_shift=1.0)
         request_ids = self.traffic(shifted)
         labels = [{"request_id": r, "label": y} for r, y in zip(request_ids, shifted["churned"], strict=True)]
@@ -189,8 +190,8 @@ class Demo:
         if response.status_code != 202:
             raise DemoFailed(f"/labels answered {response.status_code}: {response.text}")
         c.print(f"  sent {len(labels)} labels to the monitor (POST /labels)")
-        _wait("a retrain request", lambda: int(self.redis.xlen(streams.RETRAIN_REQUESTED)) > retrains_before)
-        retrain = _last_payload(self.redis, streams.RETRAIN_REQUESTED)
+        _wait("a retrain request", lambda: int(self.redis.xlen(events.RETRAIN_REQUESTED)) > retrains_before)
+        retrain = _last_payload(self.redis, events.RETRAIN_REQUESTED)
         c.print(f"  [bold]retrain requested[/bold]: {retrain['reason']}")
         fresh = _wait(
             "the retrained version to serve",
@@ -205,7 +206,7 @@ class Demo:
         )
 
     def episode_started_at(self, event_id: str | None) -> datetime | None:
-        entries: Any = self.redis.xrange(streams.DRIFT_DETECTED)
+        entries: Any = self.redis.xrange(events.DRIFT_DETECTED)
         for _, fields in entries:
             event = json.loads(entry_body(fields))
             if event["event_id"] == event_id:

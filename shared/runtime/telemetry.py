@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind, TraceState, get_current_span
 from opentelemetry.util.types import Attributes
 
-from shared.settings import MeshSettings
+from shared.runtime.settings import MeshSettings
 
 
 class JsonLinesSpanExporter(SpanExporter):

@@ -1,7 +1,9 @@
-"""Event contracts: one envelope, one payload model per event type.
+"""Streams and their contracts: one envelope, one payload model per stream, bound together.
 
-Nothing outside ``shared`` defines a message shape. The event ``type`` equals the stream it
-travels on (one stream per type, see ``shared.streams``).
+Nothing outside ``shared`` defines a message shape. A :class:`Stream` binds a stream name to the payload
+it carries (``DATA_INGESTED: Stream[DataIngested]``), so ``bus.consume(DATA_INGESTED, handler)`` hands the
+handler an ``Envelope[DataIngested]`` and ``bus.emit(DATA_INGESTED, payload)`` only takes that payload.
+The event ``type`` equals the name of the stream it travels on: one stream per event type.
 """
 
 from __future__ import annotations
@@ -9,11 +11,9 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from shared import streams
 
 SCHEMA_VERSION = 1
 # Namespace for event ids derived from their cause, so a redelivered cause re-emits the same id
@@ -136,22 +136,49 @@ class DeadLetter(Payload):
     attempts: int = Field(ge=1)
 
 
-PAYLOAD_TYPES: dict[str, type[Payload]] = {
-    streams.INGEST_REQUESTED: IngestRequested,
-    streams.DATA_INGESTED: DataIngested,
-    streams.FEATURES_READY: FeaturesReady,
-    streams.RETRAIN_REQUESTED: RetrainRequested,
-    streams.MODEL_TRAINED: ModelTrained,
-    streams.MODEL_PROMOTED: ModelPromoted,
-    streams.MODEL_REJECTED: ModelRejected,
-    streams.PREDICTIONS: PredictionMade,
-    streams.LABELS: LabelObserved,
-    streams.DRIFT_DETECTED: DriftDetected,
-    streams.DEADLETTER: DeadLetter,
-}
-assert set(PAYLOAD_TYPES) == set(streams.ALL_STREAMS), "every stream needs a payload model"
-
 P = TypeVar("P", bound=Payload)
+
+
+class Stream(str, Generic[P]):
+    """A Redis stream's name (it *is* the ``str``) bound to the payload model its events carry."""
+
+    payload: type[P]
+
+    def __new__(cls, name: str, payload: type[P]) -> Stream[P]:
+        stream = super().__new__(cls, name)
+        stream.payload = payload
+        return stream
+
+    def __reduce__(self) -> Any:  # pickles (multiprocessing, copies) as the same binding
+        return (Stream, (str(self), self.payload))
+
+
+INGEST_REQUESTED: Final = Stream("ingest.requested", IngestRequested)
+DATA_INGESTED: Final = Stream("data.ingested", DataIngested)
+FEATURES_READY: Final = Stream("features.ready", FeaturesReady)
+RETRAIN_REQUESTED: Final = Stream("retrain.requested", RetrainRequested)
+MODEL_TRAINED: Final = Stream("model.trained", ModelTrained)
+MODEL_PROMOTED: Final = Stream("model.promoted", ModelPromoted)
+MODEL_REJECTED: Final = Stream("model.rejected", ModelRejected)
+PREDICTIONS: Final = Stream("predictions", PredictionMade)
+LABELS: Final = Stream("labels", LabelObserved)
+DRIFT_DETECTED: Final = Stream("drift.detected", DriftDetected)
+DEADLETTER: Final = Stream("deadletter", DeadLetter)
+
+ALL_STREAMS: Final[tuple[Stream[Any], ...]] = (
+    INGEST_REQUESTED,
+    DATA_INGESTED,
+    FEATURES_READY,
+    RETRAIN_REQUESTED,
+    MODEL_TRAINED,
+    MODEL_PROMOTED,
+    MODEL_REJECTED,
+    PREDICTIONS,
+    LABELS,
+    DRIFT_DETECTED,
+    DEADLETTER,
+)
+STREAMS_BY_NAME: Final[dict[str, Stream[Any]]] = {str(s): s for s in ALL_STREAMS}
 
 
 class Envelope(BaseModel, Generic[P]):
@@ -167,11 +194,11 @@ class Envelope(BaseModel, Generic[P]):
 
     @model_validator(mode="after")
     def _type_matches_payload(self) -> Envelope[P]:
-        expected = PAYLOAD_TYPES.get(self.type)
-        if expected is None:
+        stream = STREAMS_BY_NAME.get(self.type)
+        if stream is None:
             raise ValueError(f"type: unknown event type {self.type!r}")
-        if not isinstance(self.payload, expected):
-            raise ValueError(f"payload: a {self.type} event carries {expected.__name__}")
+        if not isinstance(self.payload, stream.payload):
+            raise ValueError(f"payload: a {self.type} event carries {stream.payload.__name__}")
         if self.schema_version != SCHEMA_VERSION:
             raise ValueError(
                 f"schema_version: {self.schema_version} is not supported (this build reads {SCHEMA_VERSION})"
@@ -184,12 +211,12 @@ class ContractError(ValueError):
 
 
 def new_event(
-    event_type: str,
-    payload: Payload,
+    stream: Stream[P],
+    payload: P,
     *,
     cause: Envelope[Any] | None = None,
     dedupe_key: str | None = None,
-) -> Envelope[Any]:
+) -> Envelope[P]:
     """Build an envelope, continuing the causal chain of ``cause`` when there is one.
 
     With a cause (or an explicit ``dedupe_key``) the event id is derived deterministically, so
@@ -198,13 +225,13 @@ def new_event(
     correlation_id = cause.correlation_id if cause else uuid.uuid4().hex
     seed = None
     if cause is not None:
-        seed = f"{cause.event_id}|{event_type}|{dedupe_key or ''}"
+        seed = f"{cause.event_id}|{stream}|{dedupe_key or ''}"
     elif dedupe_key is not None:
-        seed = f"{event_type}|{dedupe_key}"
+        seed = f"{stream}|{dedupe_key}"
     event_id = uuid.uuid5(_EVENT_ID_NAMESPACE, seed).hex if seed else uuid.uuid4().hex
     return Envelope[Any](
         event_id=event_id,
-        type=event_type,
+        type=str(stream),
         correlation_id=correlation_id,
         causation_id=cause.event_id if cause else None,
         payload=payload,
@@ -219,11 +246,8 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_event(raw: bytes | str | dict[str, Any], stream: str) -> Envelope[Any]:
+def parse_event(raw: bytes | str | dict[str, Any], stream: Stream[P]) -> Envelope[P]:
     """Decode and validate one message read from ``stream``; raise ContractError naming what is wrong."""
-    payload_type = PAYLOAD_TYPES.get(stream)
-    if payload_type is None:
-        raise ContractError(f"stream {stream!r} has no contract")
     if isinstance(raw, bytes | str):
         try:
             data = json.loads(raw)
@@ -236,6 +260,6 @@ def parse_event(raw: bytes | str | dict[str, Any], stream: str) -> Envelope[Any]
     if data.get("type") != stream:
         raise ContractError(f"type: {data.get('type')!r} does not belong on stream {stream!r}")
     try:
-        return Envelope[payload_type].model_validate(data)  # type: ignore[valid-type]
+        return Envelope[stream.payload].model_validate(data)  # type: ignore[name-defined]
     except ValidationError as exc:
         raise ContractError(_describe(exc)) from None

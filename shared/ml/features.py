@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from shared.datasets import DatasetSchema, load_schema
+from shared.ml.datasets import DatasetSchema, load_schema
 
 GLOBAL_KEY = "__global__"
 

@@ -44,10 +44,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import Counter, Gauge
 from redis.exceptions import ResponseError
 
-from shared import streams
-from shared.contracts import ContractError, DeadLetter, Envelope, Payload, new_event, parse_event
-from shared.logging import get_logger
-from shared.settings import MeshSettings
+from shared import events
+from shared.events import ContractError, DeadLetter, Envelope, P, Stream, new_event, parse_event
+from shared.runtime.logging import get_logger
+from shared.runtime.settings import MeshSettings
 
 log = get_logger("mesh.bus")
 
@@ -65,8 +65,8 @@ CONSUMER_PENDING = Gauge(
     "mesh_consumer_pending_messages", "Entries read but not acknowledged by the group", ["stream", "group"]
 )
 
-Handler = Callable[[Envelope[Any]], Awaitable[None]]
-BatchHandler = Callable[[list[Envelope[Any]]], Awaitable[None]]
+Handler = Callable[[Envelope[P]], Awaitable[None]]
+BatchHandler = Callable[[list[Envelope[P]]], Awaitable[None]]
 
 
 class PermanentError(Exception):
@@ -75,9 +75,9 @@ class PermanentError(Exception):
 
 @dataclass
 class _Consumer:
-    stream: str
+    stream: Stream[Any]
     group: str
-    handler: Handler
+    handler: Handler[Any]
     subscribers: list[Any] = field(default_factory=list)
 
 
@@ -89,7 +89,7 @@ def entry_body(fields: Mapping[Any, Any]) -> bytes:
 
 
 def dead_letter(
-    stream: str,
+    stream: Stream[Any],
     group: str,
     message_id: str,
     original: bytes | str,
@@ -110,7 +110,7 @@ def dead_letter(
         error=error,
         attempts=attempts,
     )
-    return new_event(streams.DEADLETTER, letter, cause=cause, dedupe_key=f"{group}:{message_id}")
+    return new_event(events.DEADLETTER, letter, cause=cause, dedupe_key=f"{group}:{message_id}")
 
 
 def _annotate_span(envelope: Envelope[Any], attempt: int = 1) -> None:
@@ -164,7 +164,7 @@ class MeshBus:
 
     # ---- wiring -------------------------------------------------------------------------------
 
-    def consume(self, stream: str, handler: Handler, *, group: str | None = None) -> None:
+    def consume(self, stream: Stream[P], handler: Handler[P], *, group: str | None = None) -> None:
         """Have ``handler`` receive every event on ``stream``, once per ``group`` (default: the service)."""
         group = group or self.service
         consumer = _Consumer(stream, group, handler)
@@ -186,7 +186,7 @@ class MeshBus:
         self._consumers.append(consumer)
 
     def consume_batch(
-        self, stream: str, handler: BatchHandler, *, group: str | None = None, max_records: int = 500
+        self, stream: Stream[P], handler: BatchHandler[P], *, group: str | None = None, max_records: int = 500
     ) -> None:
         """High-volume streams (predictions, labels): up to ``max_records`` entries per read, handled and
         acknowledged together, one round trip each instead of one per entry.
@@ -224,7 +224,7 @@ class MeshBus:
             consumer.subscribers.append(subscriber)
         self._consumers.append(consumer)
 
-    async def _deliver_batch(self, consumer: _Consumer, handler: BatchHandler, message: Any) -> None:
+    async def _deliver_batch(self, consumer: _Consumer, handler: BatchHandler[Any], message: Any) -> None:
         ids = [_decode(i) for i in message.raw_message["message_ids"]]
         envelopes: list[Envelope[Any]] = []
         good_ids: list[str] = []
@@ -251,7 +251,7 @@ class MeshBus:
         await self.redis.xack(consumer.stream, consumer.group, *good_ids)
         EVENTS_HANDLED.labels(consumer.stream, consumer.group).inc(len(good_ids))
 
-    def listen(self, stream: str, handler: Handler) -> None:
+    def listen(self, stream: Stream[P], handler: Handler[P]) -> None:
         """Have *every* process running this receive each new event on ``stream`` (no consumer group).
 
         For broadcasts such as promotions, which every serving worker must see. Nothing is acknowledged
@@ -422,7 +422,7 @@ class MeshBus:
         attempts = await self._delivery_count(stream, group, message_id) if reclaimed else 1
 
         try:
-            envelope = parse_event(raw, stream)
+            envelope: Envelope[Any] = parse_event(raw, stream)
         except ContractError as exc:
             await self._dead_letter(consumer, message_id, raw, None, f"invalid event: {exc}", attempts)
             return
@@ -513,12 +513,12 @@ class MeshBus:
 
     async def emit(
         self,
-        stream: str,
-        payload: Payload,
+        stream: Stream[P],
+        payload: P,
         *,
         cause: Envelope[Any] | None = None,
         dedupe_key: str | None = None,
-    ) -> Envelope[Any]:
+    ) -> Envelope[P]:
         """Publish ``payload`` on ``stream`` in a new envelope that continues ``cause``'s chain."""
         envelope = new_event(stream, payload, cause=cause, dedupe_key=dedupe_key)
         await self.publish(envelope)

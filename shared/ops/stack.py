@@ -34,8 +34,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from shared.embedded import port_open, redis_answers, start_valkey, valkey_command, wait_until
-from shared.settings import REPO_ROOT, SERVICE_NAMES, MeshSettings
+from shared.ops.embedded import port_open, redis_answers, start_valkey, valkey_command
+from shared.runtime.retry import wait_until
+from shared.runtime.settings import REPO_ROOT, SERVICE_NAMES, MeshSettings
 
 DEFAULT_COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 COMPOSE_ONLY = "compose-only"

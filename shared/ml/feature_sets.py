@@ -21,10 +21,10 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel
 
-from shared.contracts import utcnow
-from shared.datasets import DatasetSchema
-from shared.features import FeaturePipeline, FeatureSpec
-from shared.snapshots import SnapshotManifest, atomic_write
+from shared.events import utcnow
+from shared.ml.datasets import DatasetSchema
+from shared.ml.features import FeaturePipeline, FeatureSpec
+from shared.ml.snapshots import SnapshotManifest, atomic_write
 
 PROFILE_BINS = 10
 SPLIT_BUCKETS = 10_000

@@ -1,7 +1,7 @@
 """Models of the mesh: what to train (config), how to build it, and how every service scores it.
 
 A served model is a scikit-learn Pipeline ``[features, estimator]`` taking *raw* records; the features
-step carries the fitted feature pipeline (shared.features), so the registry scores a candidate and the
+step carries the fitted feature pipeline (shared.ml.features), so the registry scores a candidate and the
 champion on the same raw holdout, each through its own features, and serving needs no feature code of
 its own.
 """
@@ -24,7 +24,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from shared.features import FeatureTransformer
+from shared.ml.features import FeatureTransformer
 
 # Registry aliases: the version serving, and the one it replaced (what a rollback returns to).
 CHAMPION = "champion"
@@ -33,7 +33,7 @@ PREVIOUS = "previous"
 # Types a logged model may contain beyond what skops trusts by default, reviewed one by one: loading a
 # model runs no code outside this list (MLflow saves scikit-learn models with skops).
 SKOPS_TRUSTED_TYPES = [
-    "shared.features.FeatureTransformer",  # ours: carries the feature spec and fitted state as plain data
+    "shared.ml.features.FeatureTransformer",  # ours: carries the feature spec and fitted state as plain data
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # written by our own training
 ]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from shared.settings import SERVICE_NAMES, MeshSettings
+from shared.runtime.settings import SERVICE_NAMES, MeshSettings
 
 app = typer.Typer(help="retrain-mesh: event-driven retraining mesh.", no_args_is_help=True)
 console = Console()
@@ -54,7 +54,7 @@ def health(url: str) -> None:
 @app.command()
 def up() -> None:
     """Start the local stack (embedded Redis + MLflow + every service), wait until healthy."""
-    from shared import stack
+    from shared.ops import stack
 
     sys.exit(stack.up(MeshSettings(), console=console))
 
@@ -62,7 +62,7 @@ def up() -> None:
 @app.command()
 def down() -> None:
     """Stop exactly the processes `mesh up` started."""
-    from shared import stack
+    from shared.ops import stack
 
     sys.exit(stack.down(MeshSettings(), console=console))
 
@@ -70,7 +70,7 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """Show each local stack process and its health."""
-    from shared import stack
+    from shared.ops import stack
 
     sys.exit(stack.status(MeshSettings(), console=console))
 
@@ -81,7 +81,7 @@ def logs(
     lines: int = typer.Option(40, "--lines", "-n"),
 ) -> None:
     """Print the last lines of the local stack's logs (.mesh/logs/)."""
-    from shared import stack
+    from shared.ops import stack
 
     sys.exit(stack.logs(MeshSettings(), service, lines=lines, console=console))
 
@@ -89,7 +89,7 @@ def logs(
 @app.command()
 def demo() -> None:
     """Start the stack and run the loop end to end: train, serve, hot swap, gate rejection."""
-    from shared.demo import run_demo
+    from shared.ops.demo import run_demo
 
     sys.exit(run_demo(MeshSettings(), console))
 
@@ -108,7 +108,7 @@ def demo_data(
     label_noise: float = typer.Option(0.0, min=0.0, max=1.0, help="share of labels shuffled (1 = poisoned)"),
 ) -> None:
     """Write a seeded synthetic churn batch (the `demo` dataset) as CSV."""
-    from shared.demo_data import generate
+    from shared.ops.demo_data import generate
 
     frame = generate(
         rows=rows,

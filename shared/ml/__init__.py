@@ -1,0 +1,1 @@
+"""ML domain code: dataset schemas, snapshots, feature specs and sets, model configuration."""

@@ -1,0 +1,1 @@
+"""The service runtime: settings, logging, telemetry, the HTTP face, MLflow access, waiting."""
