@@ -17,7 +17,7 @@ def _next(delay: float, cap: float) -> float:
     return min(delay * 1.5, cap)
 
 
-def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: float = FIRST_DELAY_S) -> T:
+def wait_until(check: Callable[[], T | None], *, timeout: float, what: str, interval: float = FIRST_DELAY_S) -> T:
     """Call ``check`` with backoff until it returns something truthy; return it, or raise TimeoutError."""
     deadline = time.monotonic() + timeout
     while not (result := check()):
@@ -29,7 +29,7 @@ def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: f
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[T]], *, timeout: float, what: str, interval: float = FIRST_DELAY_S
+    check: Callable[[], Awaitable[T | None]], *, timeout: float, what: str, interval: float = FIRST_DELAY_S
 ) -> T:
     """Await ``check`` with backoff until it returns something truthy; return it, or raise TimeoutError."""
     deadline = time.monotonic() + timeout

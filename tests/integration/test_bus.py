@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from conftest import demo_csv, serve, stream_events, wait_for
 
 from services.ingest.app import create_app
 from shared import events
 from shared.bus import MeshBus
 from shared.events import IngestRequested, LabelObserved, new_event
+from shared.runtime.retry import wait_for
 from shared.runtime.settings import REPO_ROOT, MeshSettings
+from tests.support.data import demo_csv
+from tests.support.servers import serve
+from tests.support.streams import stream_events
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +133,7 @@ async def test_after_redis_loses_its_data_the_service_recreates_its_group_and_go
     files = _batch_files(tmp_path / "batches", 2)
     async with serve(create_app(settings)):
         await _publish_requests(redis_client, files[:1])
-        await wait_for(lambda: redis_client.xlen(events.DATA_INGESTED), what="first event")
+        await wait_for(lambda: redis_client.xlen(events.DATA_INGESTED), timeout=10, what="first event")
 
         await redis_client.flushall()
         await redis_client.config_resetstat()
@@ -242,7 +245,7 @@ async def test_a_redelivered_event_is_handled_once(
             info = await redis_client.xinfo_groups(events.LABELS)
             return info[0]["lag"] == 0 and info[0]["pending"] == 0
 
-        await wait_for(drained, what="the group to drain")
+        await wait_for(drained, timeout=10, what="the group to drain")
     finally:
         await bus.stop()
     assert seen.count(event.event_id) == 1 and len(seen) == 2

@@ -10,13 +10,16 @@ import httpx
 import polars as pl
 import pytest
 import redis.asyncio as aioredis
-from conftest import demo_csv, serve, stream_events, wait_for
 
 from services.ingest.app import create_app
 from shared import events
 from shared.bus import MeshBus
 from shared.events import IngestRequested, new_event
+from shared.runtime.retry import wait_for
 from shared.runtime.settings import MeshSettings
+from tests.support.data import demo_csv
+from tests.support.servers import serve
+from tests.support.streams import stream_events
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +116,7 @@ async def test_ingest_requested_event_is_validated_and_announced(
             events.INGEST_REQUESTED, IngestRequested(dataset="demo", uri=batch.as_uri())
         )
         envelopes = await wait_for(
-            lambda: stream_events(redis_client, events.DATA_INGESTED), what="data.ingested"
+            lambda: stream_events(redis_client, events.DATA_INGESTED), timeout=10, what="data.ingested"
         )
         await publisher.stop()
     assert len(envelopes) == 1
@@ -144,7 +147,7 @@ async def test_malformed_events_go_to_deadletter_and_the_service_keeps_serving(
             letters = await stream_events(redis_client, events.DEADLETTER)
             return letters if len(letters) >= 4 else None
 
-        letters = await wait_for(four_letters, what="four dead letters")
+        letters = await wait_for(four_letters, timeout=10, what="four dead letters")
         reasons = [letter.payload.error for letter in letters]
         assert "not valid JSON" in reasons[0]
         assert "payload.uri" in reasons[1]

@@ -8,13 +8,15 @@ import contextlib
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from conftest import count, mesh, stream_events, upload
 from mlflow.tracking import MlflowClient
 
 from shared import events
 from shared.bus import MeshBus
 from shared.events import new_event
 from shared.runtime.settings import MeshSettings
+from tests.support.data import upload
+from tests.support.servers import mesh
+from tests.support.streams import count, stream_events
 
 pytestmark = pytest.mark.integration
 

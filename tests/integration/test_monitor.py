@@ -11,13 +11,16 @@ import mlflow
 import polars as pl
 import pytest
 import redis.asyncio as aioredis
-from conftest import count, mesh, stream_events, upload, wait_for
 from mlflow.tracking import MlflowClient
 
 from shared import events
 from shared.events import LabelObserved, PredictionMade, new_event, utcnow
 from shared.ops.demo_data import generate
+from shared.runtime.retry import wait_for
 from shared.runtime.settings import MeshSettings
+from tests.support.data import upload
+from tests.support.servers import mesh
+from tests.support.streams import count, stream_events
 
 pytestmark = pytest.mark.integration
 

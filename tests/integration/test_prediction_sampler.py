@@ -8,12 +8,13 @@ import numpy as np
 import polars as pl
 import pytest
 import redis.asyncio as aioredis
-from conftest import count, loaded_model_stub, stream_events
 
 from services.serving.handlers import PREDICTIONS_DROPPED, LoadedModel, PredictionSampler, new_request_ids
 from shared import events
 from shared.bus import MeshBus
 from shared.runtime.settings import MeshSettings
+from tests.support.serving import loaded_model_stub
+from tests.support.streams import count, stream_events
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from conftest import CONFIG_DIR
 
 from services.monitor.drift import (
     OTHER,
@@ -23,6 +22,7 @@ from shared.ml.datasets import load_schema
 from shared.ml.feature_sets import reference_profile, split_mask
 from shared.ml.features import FeatureSpec
 from shared.ops.demo_data import generate
+from tests.support.data import CONFIG_DIR
 
 SHIFTED = ["income", "age", "support_calls", "region"]
 SEEDS = range(100, 120)

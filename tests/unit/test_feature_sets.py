@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import commit_snapshot
 
 from shared.ml.datasets import DatasetSchema
 from shared.ml.feature_sets import (
@@ -22,6 +21,7 @@ from shared.ml.feature_sets import (
 from shared.ml.features import FeaturePipeline, FeatureSpec
 from shared.ml.snapshots import SnapshotManifest, SnapshotStore
 from shared.ops.demo_data import generate
+from tests.support.data import commit_snapshot
 
 
 def _manifest(snapshot_id: str) -> SnapshotManifest:

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import CONFIG_DIR, commit_snapshot
 
 from services.serving.handlers import LoadedModel, record_model
 from shared.ml.datasets import DatasetSchema
@@ -30,6 +29,7 @@ from shared.ml.features import (
 )
 from shared.ml.snapshots import SnapshotStore
 from shared.ops.demo_data import generate
+from tests.support.data import CONFIG_DIR, commit_snapshot
 
 DEMO_INPUTS = [
     "age",

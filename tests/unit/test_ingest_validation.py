@@ -5,7 +5,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import demo_csv
 
 from services.ingest.handlers import (
     BatchRejected,
@@ -18,6 +17,7 @@ from services.ingest.handlers import (
 )
 from shared.ml.datasets import DatasetSchema
 from shared.ml.snapshots import SnapshotStore
+from tests.support.data import demo_csv
 
 
 def _frame(csv: bytes) -> pl.DataFrame:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from conftest import CONFIG_DIR, commit_snapshot
 from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_info
@@ -34,6 +33,7 @@ from shared.ml.modeling import (
 )
 from shared.ml.snapshots import SnapshotStore
 from shared.ops.demo_data import generate
+from tests.support.data import CONFIG_DIR, commit_snapshot
 
 ROWS_PER_SNAPSHOT = 1_500  # two snapshots: 3,000 rows, about 750 of them in the holdout
 

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import CONFIG_DIR
 
 from services.monitor.handlers import Monitor
 from services.monitor.policy import load_monitor_config
 from shared.ml.datasets import DatasetSchema
 from shared.ml.features import FeatureSpec
 from shared.ops.demo_data import EXAMPLE_RECORD
+from tests.support.data import CONFIG_DIR
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ from typing import Any
 
 import polars as pl
 import pytest
-from conftest import loaded_model_stub
 from pydantic import BaseModel, ValidationError
 
 from services.serving.handlers import LoadedModel, RecordError, record_model
 from shared.ml.datasets import DatasetSchema
 from shared.ml.features import FeatureSpec
+from tests.support.serving import loaded_model_stub
 
 VALID: dict[str, Any] = {
     "age": 42,
