@@ -17,7 +17,9 @@ def _next(delay: float, cap: float) -> float:
     return min(delay * 1.5, cap)
 
 
-def wait_until(check: Callable[[], T | None], *, timeout: float, what: str, interval: float = FIRST_DELAY_S) -> T:
+def wait_until(
+    check: Callable[[], T | None], *, timeout: float, what: str, interval: float = FIRST_DELAY_S
+) -> T:
     """Call ``check`` with backoff until it returns something truthy; return it, or raise TimeoutError."""
     deadline = time.monotonic() + timeout
     while not (result := check()):

@@ -1,17 +1,21 @@
 """What every mesh service process shares: logging, tracing, the bus, and an HTTP face with
 ``/healthz`` (alive), ``/readyz`` (dependencies answer) and ``/metrics`` (Prometheus).
 
-A service's ``app.py`` builds a :class:`ServiceRuntime`, registers its consumers and routes, and
-returns :meth:`ServiceRuntime.asgi`. Nothing connects until the ASGI lifespan starts.
+A service's ``app.py`` builds a :class:`ServiceRuntime` and the service's deps (a subclass of
+:class:`ServiceDeps`), registers its module-level consumers and routes, and returns
+:meth:`ServiceRuntime.asgi`. Consumers take their deps as first argument; routes find them with
+:func:`deps_of`. Nothing connects until the ASGI lifespan starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Self, TypeVar
 
 import httpx
 from opentelemetry import propagate, trace
@@ -24,6 +28,7 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.bus import MeshBus
+from shared.events import Envelope, P, Stream
 from shared.runtime.logging import configure_logging, get_logger
 from shared.runtime.settings import MeshSettings
 from shared.runtime.telemetry import setup_tracing
@@ -39,6 +44,33 @@ Hook = Callable[[], Awaitable[None]]
 
 
 UNTRACED = {"/healthz", "/readyz", "/metrics"}  # probes and scrapes: metrics, but no trace noise
+
+D = TypeVar("D", bound="ServiceDeps")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceDeps:
+    """What a service's consumers and routes are handed, explicitly: settings, the bus to publish on, a
+    tracer and a logger. A service subclasses it with what else it needs (stores, an MLflow client)."""
+
+    settings: MeshSettings
+    bus: MeshBus
+    tracer: Tracer
+    log: Any
+
+    @classmethod
+    def of(cls, runtime: ServiceRuntime, **extra: Any) -> Self:
+        return cls(
+            settings=runtime.settings, bus=runtime.bus, tracer=runtime.tracer, log=runtime.log, **extra
+        )
+
+
+def deps_of(request: Request, kind: type[D]) -> D:
+    """The deps :meth:`ServiceRuntime.asgi` attached to the app serving ``request``."""
+    deps = request.app.state.deps
+    if not isinstance(deps, kind):
+        raise TypeError(f"this app carries {type(deps).__name__}, not {kind.__name__}")
+    return deps
 
 
 class _HttpTelemetry:
@@ -128,6 +160,27 @@ class ServiceRuntime:
 
         self._readiness.append(check)
 
+    def consume(
+        self,
+        stream: Stream[P],
+        handler: Callable[[D, Envelope[P]], Awaitable[None]],
+        deps: D,
+    ) -> None:
+        """Hand every event of ``stream`` (in this service's consumer group) to ``handler(deps, event)``."""
+        self.bus.consume(stream, functools.partial(handler, deps))
+
+    def consume_batch(
+        self, stream: Stream[P], handler: Callable[[D, list[Envelope[P]]], Awaitable[None]], deps: D
+    ) -> None:
+        """High-volume streams: ``handler(deps, events)`` with many events per call (see MeshBus)."""
+        self.bus.consume_batch(stream, functools.partial(handler, deps))
+
+    def listen(
+        self, stream: Stream[P], handler: Callable[[D, Envelope[P]], Awaitable[None]], deps: D
+    ) -> None:
+        """Every process of the service sees each new event of ``stream`` (a broadcast, see MeshBus)."""
+        self.bus.listen(stream, functools.partial(handler, deps))
+
     def on_startup(self, hook: Hook) -> Hook:
         self._startup.append(hook)
         return hook
@@ -167,7 +220,7 @@ class ServiceRuntime:
             self.tracer_provider.shutdown()
             self.log.info("service stopped")
 
-    def asgi(self, routes: Sequence[BaseRoute] = ()) -> Starlette:
+    def asgi(self, routes: Sequence[BaseRoute] = (), deps: ServiceDeps | None = None) -> Starlette:
         all_routes: list[BaseRoute] = [
             *routes,
             Route("/healthz", self._healthz),
@@ -175,5 +228,6 @@ class ServiceRuntime:
             Route("/metrics", self._metrics),
         ]
         app = Starlette(routes=all_routes, lifespan=self.lifespan)
+        app.state.deps = deps
         app.add_middleware(_HttpTelemetry, service=self.name, routes=all_routes, tracer=self.tracer)
         return app

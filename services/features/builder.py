@@ -1,4 +1,4 @@
-"""Features logic: from a newly ingested snapshot to the feature set of its dataset's window."""
+"""Building a feature set: from a newly ingested snapshot to the feature set of its dataset's window."""
 
 from __future__ import annotations
 
