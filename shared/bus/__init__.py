@@ -1,5 +1,12 @@
-"""The mesh's bus: FastStream over Redis Streams, with the delivery rules every service shares."""
+"""The mesh's bus: FastStream over Redis Streams, with the delivery rules every service shares.
 
-from shared.bus.core import MeshBus, PermanentError, dead_letter, entry_body
+``bus`` wires and runs it, ``delivery`` says what happens to each entry, ``publish`` writes events,
+``connection`` says how Redis is reached, ``metrics`` what is counted; ``testing`` (tests only) is an
+in-memory twin of Redis behind the same connection seam.
+"""
 
-__all__ = ["MeshBus", "PermanentError", "dead_letter", "entry_body"]
+from shared.bus.bus import MeshBus
+from shared.bus.connection import RedisConnection
+from shared.bus.delivery import PermanentError, dead_letter, entry_body
+
+__all__ = ["MeshBus", "PermanentError", "RedisConnection", "dead_letter", "entry_body"]

@@ -1,0 +1,307 @@
+"""The mesh's bus: a FastStream Redis broker wired to the delivery rules every service shares.
+
+What FastStream 0.7 gives a stream consumer group, and what this package adds on top:
+
+* A group FastStream creates starts at ``$`` and never sees entries already in the stream.
+  We create every group at ``0`` before the broker starts, so a new service drains the backlog.
+* On Redis ``nack``/``reject`` send nothing: a failed entry stays pending forever unless something
+  reclaims it. Each stream gets two subscribers in the same group and consumer: one reads new
+  entries (``>``), one sweeps entries pending longer than ``bus_reclaim_idle_ms`` (XAUTOCLAIM). The
+  sweep reads the delivery count from XPENDING; past ``bus_max_attempts`` the entry goes to
+  ``deadletter`` with its last error.
+* Long handlers renew their claim (XCLAIM JUSTID, which does not count as a delivery) so a live
+  consumer's work is not stolen by the sweep of another replica.
+* Acknowledge only after the handler *and* its outgoing publishes are done (manual ack policy).
+* A ``NOGROUP`` error (Redis lost its data: restart without persistence, FLUSHALL) makes FastStream
+  stop the subscriber for good. A supervisor notices, recreates the group and restarts it,
+  at most once per ``bus_supervise_interval_s``: no tight loop.
+* Idle consumers block in XREADGROUP for ``bus_block_ms`` (1 s) instead of FastStream's 100 ms poll.
+* Handlers are made idempotent per group by ``event_id`` (a done-marker with a TTL), and events
+  emitted while handling one get ids derived from it, so a redelivered event re-emits the same ids.
+
+Here: the wiring (which subscribers read what) and the lifecycle. What happens to each entry is in
+``shared.bus.delivery``, publishing in ``shared.bus.publish``, how Redis is reached in
+``shared.bus.connection``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from faststream import AckPolicy
+from faststream.redis import StreamSub
+from faststream.redis.annotations import RedisBatchStreamMessage, RedisStreamMessage
+from faststream.redis.opentelemetry import RedisTelemetryMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from redis.exceptions import ResponseError
+
+from shared.bus.connection import RedisConnection
+from shared.bus.delivery import BatchHandler, Consumer, Deliveries, Handler, as_text, deliver_broadcast
+from shared.bus.metrics import CONSUMER_LAG, CONSUMER_PENDING
+from shared.bus.publish import Publisher
+from shared.events import Envelope, P, Stream
+from shared.runtime.logging import get_logger
+from shared.runtime.retry import retry
+from shared.runtime.settings import MeshSettings
+
+log = get_logger("mesh.bus")
+
+
+class MeshBus:
+    def __init__(
+        self,
+        settings: MeshSettings,
+        service: str,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        consumer_name: str | None = None,
+        connection: RedisConnection | None = None,
+    ) -> None:
+        """``connection``: how every client of the bus reaches Redis (default: the settings' URL)."""
+        self.settings = settings
+        self.service = service
+        self.consumer_name = consumer_name or f"{service}-{socket.gethostname()}-{os.getpid()}"
+        self.connection = connection or RedisConnection(settings.effective_redis_url)
+        middlewares = [RedisTelemetryMiddleware(tracer_provider=tracer_provider)] if tracer_provider else []
+        self.broker = self.connection.broker(
+            middlewares=middlewares,
+            graceful_timeout=settings.bus_graceful_timeout_s,
+            # FastStream's per-message "Received/Processed" lines at DEBUG; through the root JSON handler.
+            logger=logging.getLogger("mesh.faststream"),
+            log_level=logging.DEBUG,
+        )
+        self._redis: aioredis.Redis | None = None
+        self.publisher = Publisher(self.broker, lambda: self.redis, settings.stream_maxlen)
+        self.deliveries = Deliveries(settings, self.consumer_name, lambda: self.redis, self.publisher.publish)
+        self._consumers: list[Consumer] = []
+        self._supervisor: asyncio.Task[None] | None = None
+        self.started = False
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The bus's own redis-py client (beside FastStream's), opened on first use."""
+        if self._redis is None:
+            self._redis = self.connection.client()
+        return self._redis
+
+    # ---- wiring -------------------------------------------------------------------------------
+
+    def consume(self, stream: Stream[P], handler: Handler[P], *, group: str | None = None) -> None:
+        """Have ``handler`` receive every event on ``stream``, once per ``group`` (default: the service)."""
+        consumer = Consumer(stream, group or self.service, handler)
+        # One entry per read: entries fetched in a batch would sit pending, unrenewed, behind the
+        # one being handled, and the reclaim sweep would hand them out a second time.
+        self._subscribe(consumer, self._read_sub(consumer, max_records=1), self._delivery(consumer))
+        self._subscribe(consumer, self._reclaim_sub(consumer), self._delivery(consumer, reclaimed=True))
+        self._consumers.append(consumer)
+
+    def consume_batch(
+        self, stream: Stream[P], handler: BatchHandler[P], *, group: str | None = None, max_records: int = 500
+    ) -> None:
+        """High-volume streams (predictions, labels): up to ``max_records`` entries per read, handled and
+        acknowledged together, one round trip each instead of one per entry.
+
+        An entry failing its contract is dead-lettered alone; if the handler fails, the batch stays
+        pending and the reclaim sweep retries its entries one by one (so one poison entry cannot hold
+        the others back). Entries carry no done-markers: handlers of such streams tolerate a rare repeat.
+        """
+        consumer = Consumer(stream, group or self.service, lambda envelope: handler([envelope]))
+
+        async def deliver_batch(message: RedisBatchStreamMessage) -> None:
+            await self.deliveries.deliver_batch(consumer, handler, message)
+
+        deliver_batch.__name__ = f"{consumer.group}_{stream}_read_batch"
+        read = self._read_sub(consumer, max_records=max_records, batch=True)
+        self._subscribe(consumer, read, deliver_batch)
+        self._subscribe(consumer, self._reclaim_sub(consumer), self._delivery(consumer, reclaimed=True))
+        self._consumers.append(consumer)
+
+    def listen(self, stream: Stream[P], handler: Handler[P]) -> None:
+        """Have *every* process running this receive each new event on ``stream`` (no consumer group).
+
+        For broadcasts such as promotions, which every serving worker must see. Nothing is acknowledged
+        and nothing is replayed: a listener starts at the stream's end, so it must also read the current
+        state itself at start (serving loads the ``champion`` alias).
+        """
+        sub = StreamSub(stream, polling_interval=self.settings.bus_block_ms, last_id="$")
+
+        async def deliver(message: RedisStreamMessage) -> None:
+            await deliver_broadcast(stream, handler, message.body)
+
+        deliver.__name__ = f"{self.service}_{stream}_listen"
+        self.broker.subscriber(stream=sub)(deliver)
+
+    def _read_sub(self, consumer: Consumer, *, max_records: int, batch: bool = False) -> StreamSub:
+        """New entries for the group (``>``), blocking up to ``bus_block_ms`` when there are none."""
+        return StreamSub(
+            consumer.stream,
+            group=consumer.group,
+            consumer=self.consumer_name,
+            polling_interval=self.settings.bus_block_ms,
+            batch=batch,
+            max_records=max_records,
+        )
+
+    def _reclaim_sub(self, consumer: Consumer) -> StreamSub:
+        """The sweep: one entry at a time pending longer than ``bus_reclaim_idle_ms`` (XAUTOCLAIM)."""
+        return StreamSub(
+            consumer.stream,
+            group=consumer.group,
+            consumer=self.consumer_name,
+            polling_interval=self.settings.bus_reclaim_interval_ms,
+            max_records=1,
+            min_idle_time=self.settings.bus_reclaim_idle_ms,
+        )
+
+    def _subscribe(self, consumer: Consumer, sub: StreamSub, deliver: Callable[..., Awaitable[None]]) -> None:
+        subscriber = self.broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL)
+        subscriber(deliver)
+        consumer.subscribers.append(subscriber)
+
+    def _delivery(self, consumer: Consumer, *, reclaimed: bool = False) -> Callable[..., Awaitable[None]]:
+        async def deliver(message: RedisStreamMessage) -> None:
+            await self.deliveries.deliver(consumer, message, reclaimed=reclaimed)
+
+        deliver.__name__ = f"{consumer.group}_{consumer.stream}_{'reclaim' if reclaimed else 'read'}"
+        return deliver
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def wait_for_redis(self) -> None:
+        """Bounded retries with backoff until Redis answers PING (never a fixed sleep)."""
+
+        def waiting(error: BaseException, _delay: float) -> None:
+            log.info("waiting for redis", url=self.connection.url, error=str(error))
+
+        await retry(
+            self.redis.ping,
+            retry_on=(OSError, aioredis.ConnectionError, aioredis.TimeoutError),
+            timeout=self.settings.startup_timeout_s,
+            what=f"Redis at {self.connection.url}",
+            on_retry=waiting,
+        )
+
+    async def start(self) -> None:
+        await self.wait_for_redis()
+        for consumer in self._consumers:
+            await self.ensure_group(consumer.stream, consumer.group)
+        await self.broker.start()
+        if self._consumers:
+            self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.service}-bus-supervisor")
+        self.started = True
+        log.info(
+            "bus started",
+            consumer=self.consumer_name,
+            streams=[c.stream for c in self._consumers],
+        )
+
+    async def stop(self) -> None:
+        self.started = False
+        in_flight = self.deliveries.in_flight
+        if in_flight:  # a slow stop waits for these, up to bus_graceful_timeout_s
+            log.info("bus stopping with events in flight", message_ids=sorted(in_flight))
+        # Bounded: a stop that hangs (seen once on a saturated CI machine, cause not found) must not hold
+        # a service's shutdown forever; what it abandons stays pending, for the group to reclaim.
+        limit = self.settings.bus_graceful_timeout_s + 10
+        try:
+            async with asyncio.timeout(limit):
+                if self._supervisor is not None:
+                    self._supervisor.cancel()
+                    await asyncio.gather(self._supervisor, return_exceptions=True)
+                    self._supervisor = None
+                await self.broker.stop()
+        except TimeoutError:
+            log.error("bus stop timed out", after_s=limit, message_ids=sorted(in_flight))
+        if self._redis is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._redis.aclose()
+            self._redis = None
+
+    async def ready(self) -> bool:
+        if not self.started:
+            return False
+        try:
+            return bool(await self.redis.ping())
+        except (OSError, aioredis.RedisError):
+            return False
+
+    async def ensure_group(self, stream: str, group: str) -> bool:
+        """Create ``group`` at the start of ``stream`` (so it sees the backlog); True if it was created."""
+        try:
+            await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            return False
+        return True
+
+    async def _measure(self) -> None:
+        """Lag and pending counts of this service's groups, for the metrics (one XINFO per stream)."""
+        for stream in {c.stream for c in self._consumers}:
+            try:
+                groups = await self.redis.xinfo_groups(stream)
+            except ResponseError:
+                continue  # the stream is gone (data loss): the supervisor recreates it
+            for info in groups:
+                group = as_text(info["name"])
+                if any(c.stream == stream and c.group == group for c in self._consumers):
+                    CONSUMER_LAG.labels(stream, group).set(info.get("lag") or 0)
+                    CONSUMER_PENDING.labels(stream, group).set(info.get("pending") or 0)
+
+    async def _supervise(self) -> None:
+        """Revive subscribers FastStream stopped for good (NOGROUP after data loss), checked per interval."""
+        while True:
+            await asyncio.sleep(self.settings.bus_supervise_interval_s)
+            if not self.started:
+                # Stopping, and the cancel was lost in a Redis call (Python 3.11, see Deliveries._lease):
+                # without this, stop() would wait for the supervisor until its time limit.
+                return
+            try:
+                await self._measure()
+            except (OSError, aioredis.RedisError) as exc:
+                log.warning("could not read group metrics", error=str(exc))
+            for consumer in self._consumers:
+                for subscriber in consumer.subscribers:
+                    tasks = getattr(subscriber, "tasks", [])
+                    if subscriber.running and tasks and not all(t.done() for t in tasks):
+                        continue
+                    try:
+                        created = await self.ensure_group(consumer.stream, consumer.group)
+                        await subscriber.stop()
+                        await subscriber.start()
+                        log.warning(
+                            "subscriber restarted",
+                            stream=consumer.stream,
+                            group=consumer.group,
+                            group_recreated=created,
+                        )
+                    except Exception as exc:  # Redis may still be down: try again next interval
+                        log.warning("subscriber restart failed", stream=consumer.stream, error=str(exc))
+
+    # ---- publishing (see shared.bus.publish) ----------------------------------------------------
+
+    async def emit(
+        self,
+        stream: Stream[P],
+        payload: P,
+        *,
+        cause: Envelope[Any] | None = None,
+        dedupe_key: str | None = None,
+    ) -> Envelope[P]:
+        """Publish ``payload`` on ``stream`` in a new envelope that continues ``cause``'s chain."""
+        return await self.publisher.emit(stream, payload, cause=cause, dedupe_key=dedupe_key)
+
+    async def publish_many(self, envelopes: Sequence[Envelope[Any]]) -> None:
+        """Many events in one pipelined round trip (high-volume streams; no trace headers)."""
+        await self.publisher.publish_many(envelopes)
+
+    async def publish(self, envelope: Envelope[Any]) -> None:
+        await self.publisher.publish(envelope)

@@ -1,0 +1,302 @@
+"""What happens to one stream entry a consumer group reads: the delivery rules every service shares.
+
+An entry is parsed against its stream's contract (invalid: dead-lettered at once), skipped if its
+done-marker says the group already handled it, dead-lettered if it was delivered more than
+``bus_max_attempts`` times, else handed to the handler under a lease. Success writes the done-marker and
+acknowledges; a ``PermanentError`` dead-letters; any other error leaves the entry pending (its error noted)
+for the reclaim sweep to redeliver after the idle time, until the last attempt dead-letters it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from faststream.redis.parser.binary import BinaryMessageFormatV1
+from opentelemetry import trace
+
+from shared import events
+from shared.bus.metrics import EVENTS_DEADLETTERED, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_HANDLED
+from shared.events import ContractError, DeadLetter, Envelope, P, Stream, new_event, parse_event
+from shared.runtime.logging import get_logger
+from shared.runtime.settings import MeshSettings
+
+log = get_logger("mesh.bus")
+
+Handler = Callable[[Envelope[P]], Awaitable[None]]
+BatchHandler = Callable[[list[Envelope[P]]], Awaitable[None]]
+Publish = Callable[[Envelope[Any]], Awaitable[None]]
+
+
+class PermanentError(Exception):
+    """The event can never succeed (a missing file, data failing its schema): dead-letter it now."""
+
+
+@dataclass
+class Consumer:
+    """One group's subscription to one stream: its handler and the FastStream subscribers reading for it."""
+
+    stream: Stream[Any]
+    group: str
+    handler: Handler[Any]
+    subscribers: list[Any] = field(default_factory=list)
+
+
+def entry_body(fields: Mapping[Any, Any]) -> bytes:
+    """The event body of a raw stream entry, as written by FastStream or by a plain ``XADD __data__``."""
+    data = fields[b"__data__"]
+    body, _headers = BinaryMessageFormatV1.parse(data if isinstance(data, bytes) else str(data).encode())
+    return body
+
+
+def dead_letter(
+    stream: Stream[Any],
+    group: str,
+    message_id: str,
+    original: bytes | str,
+    cause: Envelope[Any] | None,
+    error: str,
+    attempts: int,
+) -> Envelope[Any]:
+    """The ``deadletter`` event for one entry: the original bytes as received, where it came from, why.
+
+    It continues the failed event's chain when that could be parsed, and its id derives from the
+    group and entry id, so dead-lettering the same entry twice (after a crash) publishes one letter.
+    """
+    letter = DeadLetter(
+        stream=stream,
+        message_id=message_id,
+        group=group,
+        original=as_text(original),
+        error=error,
+        attempts=attempts,
+    )
+    return new_event(events.DEADLETTER, letter, cause=cause, dedupe_key=f"{group}:{message_id}")
+
+
+def as_text(raw: bytes | str) -> str:
+    """A value as Redis returned it (bytes, or str from a client decoding responses), as text."""
+    return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+
+
+def annotate_span(envelope: Envelope[Any], attempt: int = 1) -> None:
+    """Our ids on the consume span FastStream's middleware opened, so a span leads to its event."""
+    trace.get_current_span().set_attributes(
+        {
+            "mesh.event_id": envelope.event_id,
+            "mesh.correlation_id": envelope.correlation_id,
+            "mesh.causation_id": envelope.causation_id or "",
+            "mesh.attempt": attempt,
+        }
+    )
+
+
+async def deliver_broadcast(stream: Stream[P], handler: Handler[P], body: bytes) -> None:
+    """A broadcast entry (no group): handled once, or logged; never acknowledged, never retried."""
+    try:
+        envelope = parse_event(body, stream)
+    except ContractError as exc:
+        log.warning("ignored invalid broadcast", stream=stream, error=str(exc))
+        return
+    annotate_span(envelope)
+    with structlog.contextvars.bound_contextvars(
+        event_id=envelope.event_id, correlation_id=envelope.correlation_id
+    ):
+        try:
+            await handler(envelope)
+        except Exception:
+            EVENTS_FAILED.labels(stream, "broadcast").inc()
+            log.exception("broadcast handler failed", stream=stream)
+            return
+    EVENTS_HANDLED.labels(stream, "broadcast").inc()
+
+
+class Deliveries:
+    """The delivery rules as one bus process applies them to the entries its subscribers read.
+
+    ``redis`` gives the bus's own client (opened on first use), ``publish`` sends the dead letters.
+    """
+
+    def __init__(
+        self,
+        settings: MeshSettings,
+        consumer_name: str,
+        redis: Callable[[], aioredis.Redis],
+        publish: Publish,
+    ) -> None:
+        self.settings = settings
+        self.consumer_name = consumer_name
+        self._client = redis
+        self._publish = publish
+        # Entries this process is handling now: its own reclaim sweep must not hand them out again.
+        self.in_flight: set[str] = set()
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._client()
+
+    async def deliver(self, consumer: Consumer, message: Any, *, reclaimed: bool) -> None:
+        """One entry read by a group subscriber; ``reclaimed`` if the sweep took it back from the pending."""
+        message_id = as_text(message.raw_message["message_ids"][0])
+        if message_id in self.in_flight:
+            # Our own sweep claimed an entry this process is still handling; the handler will ack it.
+            return
+        self.in_flight.add(message_id)
+        try:
+            await self._deliver_once(consumer, message, message_id, reclaimed=reclaimed)
+        finally:
+            self.in_flight.discard(message_id)
+
+    async def deliver_batch(self, consumer: Consumer, handler: BatchHandler[Any], message: Any) -> None:
+        """Entries read together (see ``MeshBus.consume_batch``): the valid ones handled in one call and
+        acknowledged together, the invalid ones dead-lettered alone; a failed batch is left pending."""
+        ids = [as_text(i) for i in message.raw_message["message_ids"]]
+        envelopes: list[Envelope[Any]] = []
+        good_ids: list[str] = []
+        for message_id, fields in zip(ids, message.raw_message["data"], strict=True):
+            try:
+                envelopes.append(parse_event(entry_body(fields), consumer.stream))
+                good_ids.append(message_id)
+            except (ContractError, KeyError) as exc:
+                original = fields.get(b"__data__", repr(fields))
+                await self._dead_letter(consumer, message_id, original, None, f"invalid event: {exc}", 1)
+        if not envelopes:
+            return
+        self.in_flight.update(good_ids)
+        try:
+            with self._lease(consumer.stream, consumer.group, good_ids):
+                await handler(envelopes)
+        except Exception:
+            EVENTS_FAILED.labels(consumer.stream, consumer.group).inc(len(good_ids))
+            log.exception("batch handler failed; entries will be retried one by one", count=len(good_ids))
+            return
+        finally:
+            self.in_flight.difference_update(good_ids)
+        await self.redis.xack(consumer.stream, consumer.group, *good_ids)
+        EVENTS_HANDLED.labels(consumer.stream, consumer.group).inc(len(good_ids))
+
+    async def _deliver_once(
+        self, consumer: Consumer, message: Any, message_id: str, *, reclaimed: bool
+    ) -> None:
+        stream, group = consumer.stream, consumer.group
+        raw = message.body
+        attempts = await self._delivery_count(stream, group, message_id) if reclaimed else 1
+
+        try:
+            envelope: Envelope[Any] = parse_event(raw, stream)
+        except ContractError as exc:
+            await self._dead_letter(consumer, message_id, raw, None, f"invalid event: {exc}", attempts)
+            return
+
+        done_key = f"mesh:done:{group}:{envelope.event_id}"
+        if await self.redis.exists(done_key):
+            EVENTS_DUPLICATE.labels(stream, group).inc()
+            await message.ack()
+            return
+
+        if attempts > self.settings.bus_max_attempts:
+            last_error = await self.redis.hget(_errors_key(stream, group), message_id)
+            reason = as_text(last_error) if last_error else "consumer died while handling it"
+            await self._dead_letter(consumer, message_id, raw, envelope, f"gave up: {reason}", attempts)
+            return
+
+        with_context = {"event_id": envelope.event_id, "correlation_id": envelope.correlation_id}
+        annotate_span(envelope, attempt=attempts)
+        bound = log.bind(stream=stream, message_id=message_id, attempt=attempts, **with_context)
+        with (
+            structlog.contextvars.bound_contextvars(**with_context),
+            self._lease(stream, group, [message_id]),
+        ):
+            try:
+                await consumer.handler(envelope)
+            except PermanentError as exc:
+                bound.warning("event rejected", error=str(exc))
+                await self._dead_letter(consumer, message_id, raw, envelope, str(exc), attempts)
+                return
+            except Exception as exc:
+                EVENTS_FAILED.labels(stream, group).inc()
+                error = f"{type(exc).__name__}: {exc}"
+                bound.exception("handler failed", error=error)
+                if attempts >= self.settings.bus_max_attempts:
+                    await self._dead_letter(consumer, message_id, raw, envelope, error, attempts)
+                else:
+                    # Left pending on purpose: the reclaim sweep redelivers it after the idle time.
+                    await self.redis.hset(_errors_key(stream, group), message_id, error)
+                return
+
+        await self.redis.set(done_key, b"1", ex=self.settings.idempotency_ttl_s)
+        await message.ack()
+        if attempts > 1:
+            await self.redis.hdel(_errors_key(stream, group), message_id)
+        EVENTS_HANDLED.labels(stream, group).inc()
+
+    async def _delivery_count(self, stream: str, group: str, message_id: str) -> int:
+        pending = await self.redis.xpending_range(stream, group, min=message_id, max=message_id, count=1)
+        return int(pending[0]["times_delivered"]) if pending else 1
+
+    @contextlib.contextmanager
+    def _lease(self, stream: str, group: str, message_ids: Sequence[str]) -> Iterator[None]:
+        """While inside, keep claiming the entries (XCLAIM JUSTID: not a delivery) so no sweep takes them.
+
+        Ended by a flag as well as by cancelling the renewal: on Python 3.11 redis-py writes a command
+        through ``asyncio.wait_for``, which loses a cancellation arriving as the write completes. A lease
+        outliving its handler that way would keep a failed entry fresh forever: never retried, never
+        dead-lettered.
+        """
+        period = self.settings.bus_reclaim_idle_ms / 3000
+        ended = False
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(period)
+                if ended:
+                    return
+                await self.redis.xclaim(
+                    stream,
+                    group,
+                    self.consumer_name,
+                    min_idle_time=0,
+                    message_ids=list(message_ids),
+                    justid=True,
+                )
+
+        renewal = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            ended = True
+            renewal.cancel()
+
+    async def _dead_letter(
+        self,
+        consumer: Consumer,
+        message_id: str,
+        original: bytes | str,
+        envelope: Envelope[Any] | None,
+        error: str,
+        attempts: int,
+    ) -> None:
+        await self._publish(
+            dead_letter(consumer.stream, consumer.group, message_id, original, envelope, error, attempts)
+        )
+        await self.redis.xack(consumer.stream, consumer.group, message_id)
+        await self.redis.hdel(_errors_key(consumer.stream, consumer.group), message_id)
+        EVENTS_DEADLETTERED.labels(consumer.stream, consumer.group).inc()
+        log.warning(
+            "dead-lettered",
+            stream=consumer.stream,
+            group=consumer.group,
+            message_id=message_id,
+            error=error,
+            attempts=attempts,
+        )
+
+
+def _errors_key(stream: str, group: str) -> str:
+    """The hash of a group's pending entries' last errors, for the dead letter of their final attempt."""
+    return f"mesh:errors:{stream}:{group}"

@@ -1,0 +1,19 @@
+"""The bus's Prometheus metrics: what every service exports about the events it handles and publishes."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+EVENTS_HANDLED = Counter("mesh_events_handled_total", "Events handled successfully", ["stream", "group"])
+EVENTS_FAILED = Counter("mesh_events_failed_total", "Handler attempts that raised", ["stream", "group"])
+EVENTS_DEADLETTERED = Counter(
+    "mesh_events_deadlettered_total", "Events sent to the dead-letter stream", ["stream", "group"]
+)
+EVENTS_DUPLICATE = Counter(
+    "mesh_events_duplicate_total", "Redelivered events skipped as already handled", ["stream", "group"]
+)
+EVENTS_PUBLISHED = Counter("mesh_events_published_total", "Events published", ["stream"])
+CONSUMER_LAG = Gauge("mesh_consumer_lag_messages", "Entries not yet read by the group", ["stream", "group"])
+CONSUMER_PENDING = Gauge(
+    "mesh_consumer_pending_messages", "Entries read but not acknowledged by the group", ["stream", "group"]
+)
