@@ -17,7 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services.serving.handlers import LoadedModel, RecordError, load_version, new_request_ids
+from services.serving.holder import LoadedModel, load_version
+from services.serving.records import RecordError
+from services.serving.sampler import new_request_ids
 from shared.ml.modeling import CHAMPION, limit_native_threads, load_model_config
 from shared.runtime.settings import MeshSettings
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.figure import Figure  # the object API: no pyplot global state, no display needed
 
 if TYPE_CHECKING:
-    from services.monitor.handlers import Monitor
+    from services.monitor.windows import Monitor
 
 FEATURES_SHOWN = 6
 

@@ -9,7 +9,9 @@ import polars as pl
 import pytest
 import redis.asyncio as aioredis
 
-from services.serving.handlers import PREDICTIONS_DROPPED, LoadedModel, PredictionSampler, new_request_ids
+from services.serving.holder import LoadedModel
+from services.serving.metrics import PREDICTIONS_DROPPED
+from services.serving.sampler import PredictionSampler, new_request_ids
 from shared import events
 from shared.bus import MeshBus
 from shared.runtime.settings import MeshSettings

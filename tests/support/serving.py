@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.serving.handlers import LoadedModel
+from services.serving.holder import LoadedModel
 
 
 def loaded_model_stub(**fields: Any) -> LoadedModel:

@@ -16,7 +16,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from services.serving.handlers import LoadedModel, record_model
+from services.serving.holder import LoadedModel
+from services.serving.records import record_model
 from shared.ml.datasets import DatasetSchema
 from shared.ml.feature_sets import FeatureSetManifest, build_feature_set, split_mask
 from shared.ml.features import (

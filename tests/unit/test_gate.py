@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from services.registry.handlers import judge
+from services.registry.gate import judge
 from shared.ml.modeling import GateConfig, load_model_config
 from shared.runtime.settings import REPO_ROOT
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from services.ingest.handlers import (
+from services.ingest.batches import (
     BatchRejected,
     UnsupportedFormat,
     batch_format,

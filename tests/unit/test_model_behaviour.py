@@ -63,7 +63,7 @@ def _build(root: Path, schema: DatasetSchema, spec: FeatureSpec, **knobs: float)
 
 
 def _train(manifest: FeatureSetManifest, config: ModelConfig) -> Trained:
-    """What services/training/handlers.py train() does, without MLflow."""
+    """What services/training/trainer.py train() does, without MLflow."""
     train_frame = pl.read_parquet(manifest.train_path)
     holdout = pl.read_parquet(manifest.holdout_path)
     pipeline = json.loads(manifest.pipeline_path.read_text())

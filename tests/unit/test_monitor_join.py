@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from services.monitor.handlers import Monitor
 from services.monitor.policy import load_monitor_config
+from services.monitor.windows import Monitor
 from shared.ml.datasets import DatasetSchema
 from shared.ml.features import FeatureSpec
 from shared.ops.demo_data import EXAMPLE_RECORD

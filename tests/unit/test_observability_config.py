@@ -30,7 +30,12 @@ DASHBOARD_FILES = ("mesh-flow.json", "serving.json")
 PROMETHEUS_DS = {"type": "prometheus", "uid": "prometheus"}
 
 # Modules whose import registers every metric family the mesh services export.
-METRIC_MODULES = ("shared.bus", "shared.runtime.service", "services.serving.handlers", "services.monitor.app")
+METRIC_MODULES = (
+    "shared.bus.metrics",
+    "shared.runtime.service",
+    "services.serving.metrics",
+    "services.monitor.metrics",
+)
 
 # Families BentoML 1.4 (bentoml==1.4.39) exports on the serving API port's /metrics, with their labels.
 # Source: bentoml/_internal/server/http/instruments.py, RunnerTrafficMetricsMiddleware._setup, which

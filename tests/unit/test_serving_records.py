@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from services.serving.handlers import LoadedModel, RecordError, record_model
+from services.serving.holder import LoadedModel
+from services.serving.records import RecordError, record_model
 from shared.ml.datasets import DatasetSchema
 from shared.ml.features import FeatureSpec
 from tests.support.serving import loaded_model_stub

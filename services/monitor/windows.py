@@ -6,33 +6,25 @@ computation is a polars (or numpy/scipy) operation over a whole window.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from services.monitor.drift import current_distribution, window_drift
-from services.monitor.policy import Decision, MonitorConfig, TriggerPolicy, WindowSignals
+from services.monitor.policy import Decision, MonitorConfig, TriggerPolicy, WindowSignals, load_monitor_config
 from shared.events import utcnow
-from shared.ml.datasets import DatasetSchema
-from shared.ml.features import FeatureSpec
+from shared.ml.datasets import DatasetSchema, load_schema
+from shared.ml.features import FeatureSpec, load_feature_spec
+
+if TYPE_CHECKING:  # an annotation here; at run time the module would import mlflow, which it never uses
+    from services.monitor.references import Reference
 
 HISTORY = 100  # window results kept for /drift and the report
-
-
-@dataclass(frozen=True)
-class Reference:
-    """What a model version is compared with: its training profile and its accuracy at promotion."""
-
-    version: str
-    profile: dict[str, Any]
-    promoted_accuracy: float | None
-    feature_set_id: str
 
 
 @dataclass
@@ -96,6 +88,15 @@ class Monitor:
         self.feedback = self.labelled.clone()  # labelled rows not yet handed to a retrain
         self.history: deque[WindowResult] = deque(maxlen=HISTORY)
         self._labelled_since_evaluation = 0
+
+    @classmethod
+    def for_dataset(cls, config_dir: Path, dataset: str) -> Monitor:
+        """The monitor of ``dataset``'s served model, configured from the files under ``config_dir``."""
+        return cls(
+            load_monitor_config(config_dir, dataset),
+            load_feature_spec(config_dir, dataset),
+            load_schema(config_dir, dataset),
+        )
 
     def set_reference(self, reference: Reference) -> None:
         self.references[reference.version] = reference
@@ -285,13 +286,3 @@ def finite(value: Any) -> Any:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
-
-
-def reference_from_version(tags: dict[str, str], profile: dict[str, Any], version: str) -> Reference:
-    accuracy = json.loads(tags.get("mesh.metrics") or "{}").get("accuracy")
-    return Reference(
-        version=version,
-        profile=profile,
-        promoted_accuracy=float(accuracy) if accuracy is not None else None,
-        feature_set_id=tags.get("mesh.feature_set_id", ""),
-    )

@@ -1,10 +1,9 @@
-"""Training logic: fit the configured estimator on a feature set and log a traceable MLflow run."""
+"""Training: fit the configured estimator on a feature set; log a traceable MLflow run, once per trigger."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -14,9 +13,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from opentelemetry import trace
 
-from shared.ml.datasets import load_schema
-from shared.ml.feature_sets import FeatureSetManifest, build_feature_set, window
-from shared.ml.features import load_feature_spec
+from shared.ml.feature_sets import FeatureSetManifest
 from shared.ml.modeling import (
     SKOPS_TRUSTED_TYPES,
     ModelConfig,
@@ -25,7 +22,6 @@ from shared.ml.modeling import (
     positive_scores,
     servable,
 )
-from shared.ml.snapshots import SnapshotStore
 
 TAG_TRIGGER = "mesh.trigger_event_id"
 
@@ -40,18 +36,6 @@ class TrainedRun:
 
 def experiment_name(dataset: str) -> str:
     return f"mesh-{dataset}"
-
-
-def latest_window(config_dir: Path, data_root: Path, dataset: str, last: int | None) -> FeatureSetManifest:
-    """A fresh feature set over the dataset's most recent snapshots (for retrain requests)."""
-    schema = load_schema(config_dir, dataset)
-    spec = load_feature_spec(config_dir, dataset)
-    committed = SnapshotStore(data_root).list(dataset)
-    if not committed:
-        raise FileNotFoundError(f"dataset {dataset!r} has no snapshots to train on")
-    return build_feature_set(
-        data_root, schema, spec, window(committed, None, last or spec.window.last_snapshots)
-    )
 
 
 def find_run_for_trigger(client: MlflowClient, dataset: str, trigger_event_id: str) -> TrainedRun | None:
@@ -76,6 +60,7 @@ def find_run_for_trigger(client: MlflowClient, dataset: str, trigger_event_id: s
 
 
 def train(
+    client: MlflowClient,
     manifest: FeatureSetManifest,
     config: ModelConfig,
     *,
@@ -83,8 +68,12 @@ def train(
     trigger_event_id: str,
     correlation_id: str,
 ) -> TrainedRun:
-    """Fit, evaluate on the raw holdout through the served pipeline, and log everything to MLflow."""
-    client = MlflowClient()
+    """Fit, evaluate on the raw holdout through the served pipeline, and log everything to MLflow.
+
+    ``client`` finds a run an earlier delivery of the same trigger finished. The new run is logged through
+    MLflow's fluent API (``mlflow.sklearn.log_model`` needs an active run), so to the process-wide server,
+    which :func:`shared.runtime.mlflow_client.mlflow_client` set to the client's own when it made it.
+    """
     if (done := find_run_for_trigger(client, manifest.dataset, trigger_event_id)) is not None:
         return done
 

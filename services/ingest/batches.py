@@ -1,5 +1,5 @@
-"""Ingest logic: read a batch, validate it against its dataset's declared schema, and store it as an
-immutable, content-addressed Parquet snapshot. Plain functions and a small store; no broker, no HTTP.
+"""Batches: read one, validate it against its dataset's declared schema, and store it as an immutable,
+content-addressed Parquet snapshot. Plain functions over a snapshot store; no broker, no HTTP.
 """
 
 from __future__ import annotations
@@ -231,6 +231,14 @@ def content_hash(dataset: str, frame: pl.DataFrame) -> str:
 class IngestOutcome:
     manifest: SnapshotManifest
     duplicate: bool
+
+    def log_fields(self) -> dict[str, Any]:
+        """What the log line of a stored batch says, whichever way the batch came in."""
+        return {
+            "dataset": self.manifest.dataset,
+            "snapshot_id": self.manifest.snapshot_id,
+            "duplicate": self.duplicate,
+        }
 
 
 Announce = Callable[[DataIngested, Envelope[Any] | None], Awaitable[Envelope[Any]]]

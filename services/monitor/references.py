@@ -1,0 +1,37 @@
+"""What a model version is compared with, and how it is read from the MLflow registry."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a model version is compared with: its training profile and its accuracy at promotion."""
+
+    version: str
+    profile: dict[str, Any]
+    promoted_accuracy: float | None
+    feature_set_id: str
+
+
+def reference_from_version(tags: dict[str, str], profile: dict[str, Any], version: str) -> Reference:
+    accuracy = json.loads(tags.get("mesh.metrics") or "{}").get("accuracy")
+    return Reference(
+        version=version,
+        profile=profile,
+        promoted_accuracy=float(accuracy) if accuracy is not None else None,
+        feature_set_id=tags.get("mesh.feature_set_id", ""),
+    )
+
+
+def fetch_reference(client: MlflowClient, model_name: str, version: str) -> Reference:
+    """The registered version's tags and the feature profile its training run logged (blocking I/O)."""
+    details = client.get_model_version(model_name, version)
+    profile = mlflow.artifacts.load_dict(f"runs:/{details.run_id}/features/profile.json")
+    return reference_from_version(details.tags or {}, profile, version)

@@ -1,0 +1,65 @@
+"""Request records: the pydantic model of one record, built from the dataset schema for the model's raw
+inputs, and the validation of a request's records into a typed frame."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from shared.ml.datasets import DatasetSchema
+
+
+class RecordError(ValueError):
+    """A request record that does not fit the model's inputs; ``field`` names where."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+def record_model(schema: DatasetSchema, columns: list[str]) -> type[BaseModel]:
+    """A pydantic model of one request record: the model's raw inputs, their types, ranges and categories."""
+    fields: dict[str, Any] = {}
+    for name in columns:
+        col = schema.column(name)
+        kind: Any
+        constraints: dict[str, Any] = {}
+        if col.dtype == "int":
+            kind = int
+        elif col.dtype == "float":
+            kind = float
+        elif col.dtype == "bool":
+            kind = bool
+        elif col.allowed:
+            kind = Literal[tuple(col.allowed)]
+        else:
+            kind = str
+        if col.min is not None:
+            constraints["ge"] = col.min
+        if col.max is not None:
+            constraints["le"] = col.max
+        optional = not col.required or col.max_null_rate > 0
+        annotation = kind | None if optional else kind
+        fields[name] = (annotation, Field(default=None if optional else ..., **constraints))
+    config = ConfigDict(extra="forbid", strict=False)
+    return create_model("Record", __config__=config, **fields)
+
+
+def validate_records(
+    record: type[BaseModel], dtypes: dict[str, pl.DataType], records: list[Any], where: str
+) -> pl.DataFrame:
+    """Records -> a frame of ``dtypes``, or RecordError naming the first bad field (``features.age``)."""
+    rows = []
+    for index, raw in enumerate(records):
+        prefix = where if len(records) == 1 and where == "features" else f"{where}[{index}]"
+        if not isinstance(raw, dict):
+            raise RecordError(prefix, "must be an object of named fields")
+        try:
+            rows.append(record.model_validate(raw).model_dump())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            location = ".".join(str(p) for p in first["loc"])
+            raise RecordError(f"{prefix}.{location}" if location else prefix, first["msg"]) from None
+    return pl.DataFrame(rows, schema=dtypes, orient="row")

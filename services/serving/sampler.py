@@ -1,0 +1,123 @@
+"""Prediction sampling: a share of the answered records published to ``predictions``, off the response
+path, for the monitor to join with labels."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+
+from services.serving.holder import LoadedModel
+from services.serving.metrics import PREDICTIONS_DROPPED
+from shared import events
+from shared.bus import MeshBus
+from shared.events import PredictionMade, new_event, utcnow
+from shared.runtime.logging import get_logger
+
+log = get_logger("mesh.serving")
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """One answered request, as the sampler queues it: references only, no copies or conversions."""
+
+    loaded: LoadedModel
+    frame: pl.DataFrame
+    predictions: np.ndarray
+    scores: np.ndarray
+    request_ids: list[str]
+    at: datetime
+
+    def records(self, rate: float) -> list[PredictionMade]:
+        return [
+            PredictionMade(
+                request_id=self.request_ids[i],
+                model_name=self.loaded.name,
+                model_version=self.loaded.version,
+                features=row,
+                prediction=int(self.predictions[i]),
+                probability=float(self.scores[i]),
+                predicted_at=self.at,
+            )
+            for i, row in enumerate(self.frame.iter_rows(named=True))
+            if rate >= 1 or random.random() < rate
+        ]
+
+
+@dataclass
+class PredictionSampler:
+    """Publishes a sample of predictions to ``predictions`` off the response path.
+
+    A request only queues a reference to what it answered; a background task samples, builds the
+    records and writes them in pipelined batches. Past ``capacity`` queued records, answers are
+    dropped and counted, rather than slowing or failing requests.
+    """
+
+    bus: MeshBus
+    rate: float
+    capacity: int = 10_000
+    batch: int = 500
+    _queue: asyncio.Queue[_Answered] = field(init=False)
+    _queued: int = field(default=0, init=False)  # records waiting, across queued answers
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self._queue = asyncio.Queue()
+
+    def offer(
+        self,
+        loaded: LoadedModel,
+        frame: pl.DataFrame,
+        predictions: np.ndarray,
+        scores: np.ndarray,
+        request_ids: list[str],
+    ) -> None:
+        if self.rate <= 0:
+            return
+        if self._queued + frame.height > self.capacity:
+            PREDICTIONS_DROPPED.inc(frame.height)
+            return
+        self._queued += frame.height
+        self._queue.put_nowait(_Answered(loaded, frame, predictions, scores, request_ids, utcnow()))
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._drain(), name="prediction-sampler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        while not self._queue.empty():
+            await self._flush(self._take_batch())
+
+    def _take(self, answered: _Answered) -> list[PredictionMade]:
+        self._queued -= answered.frame.height
+        return answered.records(self.rate)
+
+    def _take_batch(self, first: _Answered | None = None) -> list[PredictionMade]:
+        records = self._take(first) if first is not None else []
+        while not self._queue.empty() and len(records) < self.batch:
+            records.extend(self._take(self._queue.get_nowait()))
+        return records
+
+    async def _drain(self) -> None:
+        while True:
+            await self._flush(self._take_batch(await self._queue.get()))
+
+    async def _flush(self, records: list[PredictionMade]) -> None:
+        if not records:
+            return
+        try:
+            await self.bus.publish_many([new_event(events.PREDICTIONS, record) for record in records])
+        except Exception:
+            PREDICTIONS_DROPPED.inc(len(records))
+            log.exception("could not publish prediction records", count=len(records))
+
+
+def new_request_ids(count: int) -> list[str]:
+    return [uuid.uuid4().hex for _ in range(count)]
