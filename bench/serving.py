@@ -23,7 +23,8 @@ from typing import Any
 from rich.console import Console
 
 from bench.report import write_result
-from shared.ops import stack
+from shared.ops import launcher
+from shared.ops.compose import launcher_env
 from shared.ops.demo import Demo
 from shared.ops.demo_data import EXAMPLE_RECORD
 from shared.ops.embedded import free_port, port_open
@@ -49,7 +50,7 @@ def load(port: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def start_bare_server(settings: MeshSettings, log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    env = stack.launcher_env(settings)
+    env = launcher_env(settings)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.bare_serving", "--port", str(port)],
@@ -83,14 +84,13 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
     ports: dict[str, Any] = {f"{name}_port": free_port() for name in ("redis", "mlflow", *SERVICE_NAMES)}
     settings = MeshSettings(state_dir=state, **ports)
-    if stack.up(settings, console=console, services=SERVICES) != 0:
+    if launcher.up(settings, console=console, services=SERVICES) != 0:
         raise SystemExit("the stack did not start")
     bare: subprocess.Popen[bytes] | None = None
     try:
         demo = Demo(settings, console)
         demo.upload("bench", rows=4000, seed=2)
-        wait_until(lambda: demo.served_model() is not None, timeout=300, what="a champion to serve")
-        model = demo.served_model()
+        model = wait_until(demo.mesh.served_model, timeout=300, what="a champion to serve")
         bare, bare_port = start_bare_server(settings, state / "bare-serving.log")
 
         runs: dict[str, list[dict[str, Any]]] = {"bentoml": [], "bare_uvicorn": []}
@@ -102,7 +102,7 @@ def main() -> None:
         if bare is not None:
             bare.terminate()
             bare.wait(timeout=30)
-        stack.down(settings, console=console)
+        launcher.down(settings, console=console)
 
     servers = {name: summary(r) for name, r in runs.items()}
     ratio = servers["bentoml"]["requests_per_s"] / max(servers["bare_uvicorn"]["requests_per_s"], 1e-9)

@@ -4,14 +4,17 @@ Helpers that are not fixtures live in ``tests/support/``."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from rich.console import Console
 
 from shared.ml.datasets import DatasetSchema, load_schema
 from shared.ml.features import FeatureSpec, load_feature_spec
+from shared.ops import launcher
 from shared.ops.embedded import free_port, start_valkey
 from shared.runtime.settings import MeshSettings
 from tests.support.data import CONFIG_DIR
@@ -42,50 +45,18 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 @pytest.fixture(scope="session")
 def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking + registry server (SQLite, local artifacts), as in the embedded stack."""
-    import subprocess
-    import sys
-
-    import httpx
-
-    from shared.runtime.retry import wait_until
-
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    log = (root / "mlflow.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root}/mlflow.db",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--serve-artifacts",
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    """A real MLflow tracking + registry server, started by the launcher as docker-compose.yml's embedded
+    ``mlflow`` service (SQLite, local artifacts), on a free port in a temporary state dir."""
+    settings = MeshSettings(
+        state_dir=tmp_path_factory.mktemp("mlflow"), mlflow_port=free_port(), mlflow_tracking_uri=None
     )
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return proc.poll() is not None  # exited: stop waiting, the assertion below says why
-
-    wait_until(healthy, timeout=90, what="mlflow server")
-    assert proc.poll() is None, (root / "mlflow.log").read_text()[-2000:]
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    output = io.StringIO()
+    console = Console(file=output, width=200)
+    try:
+        assert launcher.up(settings, console=console, services=["mlflow"]) == 0, output.getvalue()
+        yield settings.effective_mlflow_uri
+    finally:
+        launcher.down(settings, console=console)
 
 
 @pytest.fixture

@@ -17,11 +17,18 @@ console = Console()
 
 @app.command()
 def run(service: str = typer.Argument(..., help=f"one of: {', '.join(SERVICE_NAMES)}")) -> None:
-    """Run one service in the foreground (the command each compose service and the launcher use)."""
+    """Run one service in the foreground, as compose and the launcher run it (serving: ``bentoml serve``)."""
+    import os
+
     import uvicorn
 
     settings = MeshSettings()
     port = settings.port_for(service)
+    if service == "serving":
+        # A BentoML service, served by bentoml's own server as compose runs it. Exec, not a child: the
+        # signals a supervisor sends this process reach bentoml, which stops its workers gracefully.
+        serve = ["serve", "services.serving.app:MeshServing", "--host", settings.host, "--port", str(port)]
+        os.execv(sys.executable, [sys.executable, "-m", "bentoml", *serve])
     module = importlib.import_module(f"services.{service}.app")
     asgi = module.create_app(settings)
     uvicorn.run(
@@ -54,25 +61,25 @@ def health(url: str) -> None:
 @app.command()
 def up() -> None:
     """Start the local stack (embedded Redis + MLflow + every service), wait until healthy."""
-    from shared.ops import stack
+    from shared.ops import launcher
 
-    sys.exit(stack.up(MeshSettings(), console=console))
+    sys.exit(launcher.up(MeshSettings(), console=console))
 
 
 @app.command()
 def down() -> None:
     """Stop exactly the processes `mesh up` started."""
-    from shared.ops import stack
+    from shared.ops import launcher
 
-    sys.exit(stack.down(MeshSettings(), console=console))
+    sys.exit(launcher.down(MeshSettings(), console=console))
 
 
 @app.command()
 def status() -> None:
     """Show each local stack process and its health."""
-    from shared.ops import stack
+    from shared.ops import launcher
 
-    sys.exit(stack.status(MeshSettings(), console=console))
+    sys.exit(launcher.status(MeshSettings(), console=console))
 
 
 @app.command()
@@ -81,9 +88,9 @@ def logs(
     lines: int = typer.Option(40, "--lines", "-n"),
 ) -> None:
     """Print the last lines of the local stack's logs (.mesh/logs/)."""
-    from shared.ops import stack
+    from shared.ops import launcher
 
-    sys.exit(stack.logs(MeshSettings(), service, lines=lines, console=console))
+    sys.exit(launcher.logs(MeshSettings(), service, lines=lines, console=console))
 
 
 @app.command()

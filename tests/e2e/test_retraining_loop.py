@@ -11,7 +11,6 @@ import asyncio
 import io
 import itertools
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,17 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-import redis
-from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from services.ingest.handlers import content_hash, validate_batch
+from services.ingest.batches import content_hash, validate_batch
 from shared import events
-from shared.bus import entry_body
-from shared.events import parse_event
 from shared.ml.datasets import load_schema
-from shared.ops import stack
+from shared.ops import launcher
 from shared.ops.demo_data import EXAMPLE_RECORD, generate
+from shared.ops.driver import MeshDriver
 from shared.ops.embedded import free_port
-from shared.runtime.settings import MeshSettings
+from shared.ops.processes import registry_token
+from shared.runtime.settings import SERVICE_NAMES, MeshSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -39,65 +36,33 @@ MODEL = "churn-demo"
 RECORD = EXAMPLE_RECORD
 
 
-class Mesh:
-    def __init__(self, settings: MeshSettings) -> None:
-        self.settings = settings
-        self.ingest = f"http://127.0.0.1:{settings.ingest_port}"
-        self.serving = f"http://127.0.0.1:{settings.serving_port}"
-        self.registry = f"http://127.0.0.1:{settings.registry_port}"
-        self.redis = redis.Redis.from_url(settings.effective_redis_url)
-        self.mlflow = MlflowClient(settings.effective_mlflow_uri, settings.effective_mlflow_uri)
-        self.http = httpx.Client(timeout=60)
-
-    def events(self, stream: str) -> list[Any]:
-        entries: Any = self.redis.xrange(stream)
-        return [parse_event(entry_body(fields), stream) for _, fields in entries]
-
-    def upload(self, **knobs: Any) -> dict[str, Any]:
-        body = generate(**knobs).write_csv().encode()
-        response = self.http.post(
-            f"{self.ingest}/datasets/demo/batches", content=body, headers={"content-type": "text/csv"}
-        )
-        assert response.status_code == 201, response.text
-        result: dict[str, Any] = response.json()
-        return result
-
-    def served(self) -> dict[str, Any] | None:
-        response = self.http.get(f"{self.serving}/model")
-        return response.json() if response.status_code == 200 else None
-
-    def wait(self, what: str, check: Any, timeout: float = 240) -> Any:
-        deadline = time.monotonic() + timeout
-        while not (result := check()):
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.3)
-        return result
-
-    def wait_version(self, version: str) -> dict[str, Any]:
-        served: dict[str, Any] = self.wait(
-            f"serving version {version}", lambda: (m := self.served()) and m["version"] == version and m
-        )
-        return served
+def upload(mesh: MeshDriver, **knobs: Any) -> dict[str, Any]:
+    """Upload a batch generated with ``demo_data.generate`` knobs, which ingest must store as new."""
+    ingested = mesh.upload(generate(**knobs))
+    assert not ingested["duplicate"], ingested  # ingest answered 201 Created, not 200 (already known)
+    return ingested
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshDriver]:
     state = tmp_path_factory.mktemp("stack")
-    ports = {f"{name}_port": free_port() for name in ("redis", "mlflow", *stack.SERVICE_NAMES)}
+    ports: dict[str, Any] = {f"{name}_port": free_port() for name in ("redis", "mlflow", *SERVICE_NAMES)}
     settings = MeshSettings(state_dir=state, **ports)
-    console = Console(file=io.StringIO(), width=200)
-    code = stack.up(settings, console=console)
+    output = io.StringIO()
+    console = Console(file=output, width=200)
+    code = launcher.up(settings, console=console)
     try:
-        assert code == 0, console.file.getvalue()  # type: ignore[attr-defined]
-        yield Mesh(settings)
+        assert code == 0, output.getvalue()
+        with MeshDriver(settings, wait_timeout=240) as driver:
+            yield driver
     finally:
-        stack.down(settings, console=console)
+        launcher.down(settings, console=console)
 
 
-def test_data_in_a_validated_model_out(mesh: Mesh) -> None:
+def test_data_in_a_validated_model_out(mesh: MeshDriver) -> None:
     assert mesh.http.get(f"{mesh.serving}/readyz").status_code == 503  # no model before any data
-    ingested = mesh.upload(rows=600, seed=1)
-    served = mesh.wait_version("1")
+    ingested = upload(mesh, rows=600, seed=1)
+    served = mesh.wait_for_version("1")
 
     chain = [mesh.events(s) for s in (events.DATA_INGESTED, events.FEATURES_READY, events.MODEL_TRAINED)]
     [[data], [features], [trained]] = chain
@@ -113,7 +78,7 @@ def test_data_in_a_validated_model_out(mesh: Mesh) -> None:
     )
     assert mesh.mlflow.get_model_version_by_alias(MODEL, "champion").version == "1"
 
-    response = mesh.http.post(f"{mesh.serving}/predict", json={"features": RECORD})
+    response = mesh.predict(RECORD)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["prediction"] in (0, 1) and 0.0 <= body["probability"] <= 1.0
@@ -123,20 +88,20 @@ def test_data_in_a_validated_model_out(mesh: Mesh) -> None:
     batch = mesh.http.post(f"{mesh.serving}/predict_batch", json={"records": [RECORD, {**RECORD, "age": 70}]})
     assert batch.status_code == 200 and len(batch.json()["predictions"]) == 2
 
-    bad = mesh.http.post(f"{mesh.serving}/predict", json={"features": {**RECORD, "region": "mars"}})
+    bad = mesh.predict({**RECORD, "region": "mars"})
     assert bad.status_code == 422 and bad.json()["field"] == "features.region"
-    unknown = mesh.http.post(f"{mesh.serving}/predict", json={"features": {**RECORD, "colour": "red"}})
+    unknown = mesh.predict({**RECORD, "colour": "red"})
     assert unknown.status_code == 422 and unknown.json()["field"] == "features.colour"
     missing = mesh.http.post(f"{mesh.serving}/predict_batch", json={"records": [RECORD, {"age": 30}]})
     assert missing.status_code == 422 and missing.json()["field"].startswith("records[1].")
 
     # Served predictions are published for the monitor, off the response path.
-    published = mesh.wait("prediction records", lambda: mesh.events(events.PREDICTIONS))
+    published = mesh.wait_for("prediction records", lambda: mesh.events(events.PREDICTIONS))
     assert {p.payload.model_version for p in published} == {"1"}
 
 
-def test_a_better_model_is_hot_swapped_under_load_without_a_failed_request(mesh: Mesh) -> None:
-    mesh.wait_version("1")
+def test_a_better_model_is_hot_swapped_under_load_without_a_failed_request(mesh: MeshDriver) -> None:
+    mesh.wait_for_version("1")
 
     async def client(stop: asyncio.Event, log: list[tuple[int, str]]) -> None:
         async with httpx.AsyncClient(base_url=mesh.serving, timeout=30) as http:
@@ -152,8 +117,8 @@ def test_a_better_model_is_hot_swapped_under_load_without_a_failed_request(mesh:
         logs: list[list[tuple[int, str]]] = [[] for _ in range(6)]
         tasks = [asyncio.create_task(client(stop, log)) for log in logs]
         await asyncio.sleep(1.0)
-        await asyncio.to_thread(mesh.upload, rows=4000, seed=2)
-        await asyncio.to_thread(mesh.wait_version, "2")
+        await asyncio.to_thread(upload, mesh, rows=4000, seed=2)
+        await asyncio.to_thread(mesh.wait_for_version, "2")
         await asyncio.sleep(2.0)  # keep the load on after the swap
         stop.set()
         await asyncio.gather(*tasks)
@@ -171,31 +136,33 @@ def test_a_better_model_is_hot_swapped_under_load_without_a_failed_request(mesh:
     assert len(responses) > 50
 
 
-def test_a_poisoned_batch_never_becomes_champion(mesh: Mesh) -> None:
-    before = mesh.wait_version("2")
+def test_a_poisoned_batch_never_becomes_champion(mesh: MeshDriver) -> None:
+    before = mesh.wait_for_version("2")
     rejected_before = len(mesh.events(events.MODEL_REJECTED))
-    mesh.upload(rows=4000, seed=3, label_noise=1.0)
-    rejected = mesh.wait("the gate's verdict", lambda: mesh.events(events.MODEL_REJECTED)[rejected_before:])
+    upload(mesh, rows=4000, seed=3, label_noise=1.0)
+    rejected = mesh.wait_for(
+        "the gate's verdict", lambda: mesh.events(events.MODEL_REJECTED)[rejected_before:]
+    )
     assert rejected[0].payload.reasons
-    assert mesh.served() == before  # same version, same load
+    assert mesh.served_model() == before  # same version, same load
     assert mesh.mlflow.get_model_version_by_alias(MODEL, "champion").version == "2"
     assert len(mesh.mlflow.search_model_versions(f"name='{MODEL}'")) == 2
 
 
-def test_rollback_serves_the_previous_version(mesh: Mesh) -> None:
-    mesh.wait_version("2")
-    token = stack.registry_token(mesh.settings)
+def test_rollback_serves_the_previous_version(mesh: MeshDriver) -> None:
+    mesh.wait_for_version("2")
+    token = registry_token(mesh.settings)
     auth = {"authorization": f"Bearer {token}"}
     response = mesh.http.post(f"{mesh.registry}/models/{MODEL}/rollback", headers=auth)
     assert response.status_code == 200, response.text
-    mesh.wait_version("1")
+    mesh.wait_for_version("1")
     response = mesh.http.post(f"{mesh.registry}/models/{MODEL}/promote", json={"version": "2"}, headers=auth)
     assert response.status_code == 200, response.text
-    mesh.wait_version("2")
+    mesh.wait_for_version("2")
 
 
-def test_lineage_leads_from_the_served_model_to_its_data(mesh: Mesh) -> None:
-    served = mesh.wait_version("2")
+def test_lineage_leads_from_the_served_model_to_its_data(mesh: MeshDriver) -> None:
+    served = mesh.wait_for_version("2")
     run = mesh.mlflow.get_run(served["run_id"])
     assert run.data.tags["mesh.feature_set_id"] == served["feature_set_id"]
     snapshot_ids = json.loads(run.data.tags["mesh.snapshot_ids"])
@@ -213,30 +180,21 @@ def test_lineage_leads_from_the_served_model_to_its_data(mesh: Mesh) -> None:
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {served["feature_set_id"]}
 
 
-def test_drifted_traffic_and_late_labels_lead_to_a_new_champion(mesh: Mesh) -> None:
-    before = mesh.wait_version("2")
-    monitor = f"http://127.0.0.1:{mesh.settings.monitor_port}"
-
-    def send(frame: pl.DataFrame) -> list[str]:
-        ids: list[str] = []
-        for chunk in frame.drop("customer_id", "event_time", "churned").iter_slices(250):
-            response = mesh.http.post(f"{mesh.serving}/predict_batch", json={"records": chunk.to_dicts()})
-            assert response.status_code == 200, response.text
-            ids += [p["request_id"] for p in response.json()["predictions"]]
-        return ids
+def test_drifted_traffic_and_late_labels_lead_to_a_new_champion(mesh: MeshDriver) -> None:
+    before = mesh.wait_for_version("2")
 
     # Inputs drift: the monitor sees it, but holds the retrain until labels give it data to learn from.
     # (Earlier load, one record repeated, may already have opened an episode: judge the latest window.)
-    windows_before = mesh.http.get(f"{monitor}/drift").json()["windows"]
-    send(generate(rows=1500, seed=41, covariate_shift=1.0))
+    windows_before = mesh.drift()["windows"]
+    mesh.send_traffic(generate(rows=1500, seed=41, covariate_shift=1.0))
 
     def shifted_window() -> dict[str, Any] | None:
-        state: dict[str, Any] = mesh.http.get(f"{monitor}/drift").json()
-        latest = state["latest"]
+        state = mesh.drift()
+        latest: dict[str, Any] = state["latest"]
         fresh = state["windows"] >= windows_before + 3 and latest["model_version"] == "2"
         return latest if fresh else None
 
-    latest = mesh.wait("the shifted windows", shifted_window)
+    latest = mesh.wait_for("the shifted windows", shifted_window)
     assert latest["decision"]["episode_active"] and latest["decision"]["fired"]
     assert latest["decision"]["retrain"] is False
     assert any("labelled rows" in reason for reason in latest["decision"]["reasons"])
@@ -246,22 +204,21 @@ def test_drifted_traffic_and_late_labels_lead_to_a_new_champion(mesh: Mesh) -> N
 
     # The rule changes and the labels arrive over HTTP: one retrain, and the gate promotes the result.
     shifted = generate(rows=2000, seed=42, concept_shift=1.0)
-    ids = send(shifted)
-    labels = [{"request_id": r, "label": y} for r, y in zip(ids, shifted["churned"], strict=True)]
-    bad = mesh.http.post(f"{monitor}/labels", json={"labels": [{"label": 1}]})
+    ids = mesh.send_traffic(shifted)
+    bad = mesh.http.post(f"{mesh.monitor}/labels", json={"labels": [{"label": 1}]})
     assert bad.status_code == 422 and bad.json()["field"] == "labels[0]"
-    assert mesh.http.post(f"{monitor}/labels", json={"labels": labels}).status_code == 202
-    [retrain] = mesh.wait("a retrain request", lambda: mesh.events(events.RETRAIN_REQUESTED))
-    fresh = mesh.wait("the retrained version", lambda: (m := mesh.served()) and m["version"] != "2" and m)
+    assert mesh.send_labels(ids, shifted["churned"]) == 2000  # accepted (202), else MeshDriverError
+    [retrain] = mesh.wait_for("a retrain request", lambda: mesh.events(events.RETRAIN_REQUESTED))
+    fresh = mesh.wait_for_model("the retrained version", lambda m: m["version"] != "2")
     assert fresh["version"] == "3" and before["version"] == "2"
     [promoted] = [e for e in mesh.events(events.MODEL_PROMOTED) if e.payload.version == "3"]
     assert promoted.correlation_id == retrain.correlation_id
     assert len(mesh.events(events.RETRAIN_REQUESTED)) == 1
-    report = mesh.http.get(f"{monitor}/drift/report")
+    report = mesh.http.get(f"{mesh.monitor}/drift/report")
     assert report.status_code == 200 and "data:image/png;base64," in report.text
 
 
-def test_one_trace_follows_an_upload_from_ingest_to_the_swap(mesh: Mesh) -> None:
+def test_one_trace_follows_an_upload_from_ingest_to_the_swap(mesh: MeshDriver) -> None:
     spans = [json.loads(line) for line in (mesh.settings.state_dir / "traces.jsonl").read_text().splitlines()]
     upload = min((s for s in spans if s["name"] == "ingest.upload"), key=lambda s: s["start_time"])
     trace_id = upload["context"]["trace_id"]
@@ -319,7 +276,7 @@ def test_one_trace_follows_an_upload_from_ingest_to_the_swap(mesh: Mesh) -> None
         ),
     ],
 )
-def test_every_service_exports_its_metrics(mesh: Mesh, service: str, families: set[str]) -> None:
+def test_every_service_exports_its_metrics(mesh: MeshDriver, service: str, families: set[str]) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     response = mesh.http.get(f"http://127.0.0.1:{mesh.settings.port_for(service)}/metrics")

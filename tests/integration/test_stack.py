@@ -15,7 +15,7 @@ import httpx
 import pytest
 from rich.console import Console
 
-from shared.ops import stack
+from shared.ops import launcher
 from shared.ops.embedded import free_port, port_open, redis_answers
 from shared.runtime.settings import MeshSettings
 
@@ -66,7 +66,7 @@ def stack_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MeshS
         monkeypatch.setenv(f"MESH_{name}_PORT", str(free_port()))
     settings = MeshSettings()
     yield settings
-    stack.down(settings, console=_console())  # whatever a failed assertion left running
+    launcher.down(settings, console=_console())  # whatever a failed assertion left running
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_up_status_down(stack_env: MeshSettings, bystander: subprocess.Popen[byt
     settings, console = stack_env, _console()
     state = settings.state_dir
 
-    assert stack.up(settings, console=console) == 0, _output(console)
+    assert launcher.up(settings, console=console) == 0, _output(console)
 
     assert redis_answers(settings.redis_port)
     assert httpx.get(f"http://127.0.0.1:{settings.mlflow_port}/health", timeout=5).status_code == 200
@@ -100,12 +100,12 @@ def test_up_status_down(stack_env: MeshSettings, bystander: subprocess.Popen[byt
 
     # Idempotent: a second up leaves the running processes alone.
     again = _console()
-    assert stack.up(settings, console=again) == 0, _output(again)
+    assert launcher.up(settings, console=again) == 0, _output(again)
     assert {n: json.loads((state / "run" / f"{n}.pid").read_text())["pid"] for n in STACK} == pids
     assert "already running" in _output(again)
 
     status = _console()
-    assert stack.status(settings, console=status) == 0, _output(status)
+    assert launcher.status(settings, console=status) == 0, _output(status)
     assert _output(status).count("running, healthy") == len(STACK)
     assert "compose only" in _output(status)
 
@@ -116,17 +116,17 @@ def test_up_status_down(stack_env: MeshSettings, bystander: subprocess.Popen[byt
     assert cli.returncode == 0, cli.stdout + cli.stderr
 
     logs = _console()
-    assert stack.logs(settings, "ingest", lines=5, console=logs) == 0
+    assert launcher.logs(settings, "ingest", lines=5, console=logs) == 0
     assert 0 < len(_output(logs).splitlines()) <= 5
 
-    assert stack.down(settings, console=_console()) == 0
+    assert launcher.down(settings, console=_console()) == 0
     assert not [pid for pid in processes if _running(pid)]
     assert not list((state / "run").glob("*.pid"))
     assert not port_open(settings.ingest_port) and not redis_answers(settings.redis_port)
     assert bystander.poll() is None
 
-    assert stack.down(settings, console=_console()) == 0  # nothing left: harmless
-    assert stack.status(settings, console=_console()) == 1  # nothing running
+    assert launcher.down(settings, console=_console()) == 0  # nothing left: harmless
+    assert launcher.status(settings, console=_console()) == 1  # nothing running
 
 
 @pytest.mark.timeout(120)
@@ -150,7 +150,7 @@ def test_a_component_that_dies_stops_the_ones_started_before_it(
     compose_file = tmp_path / "compose.yml"
     compose_file.write_text(json.dumps(compose))  # JSON is YAML
 
-    assert stack.up(settings, console=console, compose_file=compose_file) == 1
+    assert launcher.up(settings, console=console, compose_file=compose_file) == 1
     out = _output(console)
     assert "broken: exited during start-up" in out and "broken: no config" in out  # the log's tail
     assert not list((settings.state_dir / "run").glob("*.pid"))
@@ -166,7 +166,7 @@ def test_down_ignores_a_pid_file_whose_pid_now_belongs_to_someone_else(
     record = {"pid": bystander.pid, "started": "1", "launched_at": 0.0, "command": ["valkey-server"]}
     (run / "redis.pid").write_text(json.dumps(record))
 
-    assert stack.down(stack_env, console=_console()) == 0
+    assert launcher.down(stack_env, console=_console()) == 0
     assert bystander.poll() is None and _running(bystander.pid)
     assert not (run / "redis.pid").exists()
 
@@ -176,6 +176,6 @@ def test_up_refuses_a_port_taken_by_a_foreign_process(stack_env: MeshSettings) -
 
     with socket.create_server(("127.0.0.1", stack_env.redis_port)):
         console = _console()
-        assert stack.up(stack_env, console=console, services=["redis"]) == 1
+        assert launcher.up(stack_env, console=console, services=["redis"]) == 1
     assert "in use by a process this launcher did not start" in _output(console)
     assert os.listdir(stack_env.state_dir / "run") == []

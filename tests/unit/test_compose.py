@@ -1,5 +1,5 @@
-"""docker-compose.yml: valid per the compose spec, holds the project's invariants, and plans as the
-local launcher (shared/stack.py) should run it. Nothing here starts a process."""
+"""docker-compose.yml: valid per the compose spec, holds the project's invariants, and plans
+(shared.ops.compose) as the local launcher should run it. Nothing here starts a process."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
-from shared.ops import stack
+from shared.ops.compose import (
+    Component,
+    InterpolationError,
+    external_kinds,
+    interpolate,
+    launcher_env,
+    load_compose,
+    plan,
+    start_order,
+)
 from shared.ops.embedded import valkey_command
 from shared.runtime.settings import REPO_ROOT, SERVICE_NAMES, MeshSettings
 
@@ -22,7 +31,7 @@ COMPOSE_ONLY = {"postgres", "minio", "minio-init", "otel-collector", "jaeger", "
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return stack.load_compose(COMPOSE_FILE)
+    return load_compose(COMPOSE_FILE)
 
 
 @pytest.fixture
@@ -48,7 +57,7 @@ def mesh_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def by_name(components: list[stack.Component]) -> dict[str, stack.Component]:
+def by_name(components: list[Component]) -> dict[str, Component]:
     return {c.name: c for c in components}
 
 
@@ -136,7 +145,7 @@ def test_every_x_embedded_kind_plans(compose: dict[str, Any], settings: MeshSett
         name: spec["x-embedded"]["kind"] for name, spec in compose["services"].items() if "x-embedded" in spec
     }
     assert set(kinds.values()) <= {"redis", "mlflow", "process"}
-    components = by_name(stack.plan(compose, stack.launcher_env(settings, base={})))
+    components = by_name(plan(compose, launcher_env(settings, base={})))
     assert {n for n, c in components.items() if c.kind == "compose-only"} == COMPOSE_ONLY
     for name, kind in kinds.items():
         assert components[name].kind == kind and components[name].command
@@ -163,9 +172,9 @@ def test_dockerfile_builds_one_image_from_the_lock_file() -> None:
 
 
 def test_plan_in_embedded_mode(compose: dict[str, Any], settings: MeshSettings) -> None:
-    env = stack.launcher_env(settings, base={"PATH": "/usr/bin"})
+    env = launcher_env(settings, base={"PATH": "/usr/bin"})
     state = settings.state_dir.resolve()
-    components = by_name(stack.plan(compose, env))
+    components = by_name(plan(compose, env))
 
     redis = components["redis"]
     assert redis.kind == "redis" and redis.port == 7001 and redis.healthcheck is None
@@ -202,13 +211,13 @@ def test_plan_in_embedded_mode(compose: dict[str, Any], settings: MeshSettings) 
     # start_period 10s + 12 x 5s, as compose would allow
     assert ingest.health_timeout == 70 and ingest.probe_timeout == 3
 
-    assert [c.name for c in stack.start_order(list(components.values()))] == [
+    assert [c.name for c in start_order(list(components.values()))] == [
         "redis", "mlflow", "ingest", "features", "training", "registry", "monitor", "serving"
     ]  # fmt: skip
 
 
 def test_plan_from_compose_defaults_rewrites_container_hosts_and_ports(compose: dict[str, Any]) -> None:
-    components = by_name(stack.plan(compose, {}))
+    components = by_name(plan(compose, {}))
     env = components["ingest"].environment
     # redis://redis:6379 -> the published port on loopback; mlflow:5000 likewise.
     assert env["MESH_REDIS_URL"] == "redis://127.0.0.1:6390/0"
@@ -225,7 +234,7 @@ def test_plan_interpolates_from_the_given_environment(compose: dict[str, Any]) -
         "MESH_OTLP_ENDPOINT": "",
         "MESH_LOG_LEVEL": "WARNING",
     }
-    ingest = by_name(stack.plan(compose, env))["ingest"]
+    ingest = by_name(plan(compose, env))["ingest"]
     assert ingest.environment["MESH_REDIS_URL"] == "redis://:secret@127.0.0.1:6390/2"
     assert ingest.environment["MESH_OTLP_ENDPOINT"] == ""  # `${VAR-default}`: set-but-empty sticks
     assert ingest.environment["MESH_LOG_LEVEL"] == "WARNING"
@@ -235,32 +244,32 @@ def test_plan_interpolates_from_the_given_environment(compose: dict[str, Any]) -
 
 def test_a_user_supplied_redis_url_is_used_as_is() -> None:
     settings = MeshSettings(redis_url="redis://cache.internal:6379/0", mlflow_tracking_uri=None)
-    env = stack.launcher_env(settings, base={})
+    env = launcher_env(settings, base={})
     assert env["MESH_REDIS_URL"] == "redis://cache.internal:6379/0"
-    assert stack.external_kinds(settings) == {"redis"}
-    assert stack.external_kinds(MeshSettings(redis_url=None, mlflow_tracking_uri=None)) == set()
+    assert external_kinds(settings) == {"redis"}
+    assert external_kinds(MeshSettings(redis_url=None, mlflow_tracking_uri=None)) == set()
 
 
 def test_launcher_env_keeps_explicit_observability_choices(settings: MeshSettings) -> None:
-    env = stack.launcher_env(settings, base={"MESH_OTEL_EXPORTER": "otlp", "MESH_TRACE_FILE": "/tmp/t.jsonl"})
+    env = launcher_env(settings, base={"MESH_OTEL_EXPORTER": "otlp", "MESH_TRACE_FILE": "/tmp/t.jsonl"})
     assert env["MESH_OTEL_EXPORTER"] == "otlp" and env["MESH_TRACE_FILE"] == "/tmp/t.jsonl"
     assert "MESH_OTLP_ENDPOINT" not in env  # so the compose default (the collector) applies
 
 
 def test_start_order_with_a_service_filter(compose: dict[str, Any]) -> None:
-    components = stack.plan(compose, {})
-    assert [c.name for c in stack.start_order(components, ["mlflow"])] == ["mlflow"]
-    assert [c.name for c in stack.start_order(components, ["ingest"])] == ["redis", "mlflow", "ingest"]
+    components = plan(compose, {})
+    assert [c.name for c in start_order(components, ["mlflow"])] == ["mlflow"]
+    assert [c.name for c in start_order(components, ["ingest"])] == ["redis", "mlflow", "ingest"]
     with pytest.raises(ValueError, match="postgres"):
-        stack.start_order(components, ["postgres"])
+        start_order(components, ["postgres"])
 
 
 def test_start_order_rejects_a_cycle() -> None:
-    def comp(name: str, *deps: str) -> stack.Component:
-        return stack.Component(name, "process", ["true"], {}, None, list(deps))
+    def comp(name: str, *deps: str) -> Component:
+        return Component(name, "process", ["true"], {}, None, list(deps))
 
     with pytest.raises(ValueError, match="cycle: a -> b -> a"):
-        stack.start_order([comp("a", "b"), comp("b", "a")])
+        start_order([comp("a", "b"), comp("b", "a")])
 
 
 def test_plan_accepts_other_compose_forms() -> None:
@@ -276,7 +285,7 @@ def test_plan_accepts_other_compose_forms() -> None:
             },
         }
     }
-    job = by_name(stack.plan(compose, {"PASSED": "through", "DB_PORT": "25432"}))["job"]
+    job = by_name(plan(compose, {"PASSED": "through", "DB_PORT": "25432"}))["job"]
     assert job.command == ["python", "-m", "worker", "--url", "postgresql://u:p@127.0.0.1:25432/x", "--flag"]
     assert job.environment == {"A": "1", "PASSED": "through", "B": "${literal}"}
     assert job.healthcheck == ["sh", "-c", "exit 0"]
@@ -302,10 +311,10 @@ def test_plan_accepts_other_compose_forms() -> None:
     ],
 )
 def test_interpolation(text: str, expected: str) -> None:
-    assert stack.interpolate(text, {"SET": "v", "EMPTY": ""}) == expected
+    assert interpolate(text, {"SET": "v", "EMPTY": ""}) == expected
 
 
 @pytest.mark.parametrize("text", ["${UNSET:?need it}", "${EMPTY:?}", "${UNSET?}", "${1BAD}", "${OPEN"])
 def test_interpolation_errors(text: str) -> None:
-    with pytest.raises(stack.InterpolationError):
-        stack.interpolate(text, {"EMPTY": ""})
+    with pytest.raises(InterpolationError):
+        interpolate(text, {"EMPTY": ""})
