@@ -187,8 +187,9 @@ def test_plan_in_embedded_mode(compose: dict[str, Any], settings: MeshSettings) 
         "--artifacts-destination", f"{state}/mlflow/artifacts",
         "--serve-artifacts", "--workers", "1",
     ]  # fmt: skip
-    # The container's S3/PostgreSQL settings don't leak into the embedded replacement.
-    assert mlflow.environment == {} and mlflow.depends_on == []
+    # The container's S3/PostgreSQL settings don't leak into the embedded replacement; like the container,
+    # it runs without MLflow's job runner.
+    assert mlflow.environment == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"} and mlflow.depends_on == []
     assert mlflow.healthcheck == ["mesh", "health", "http://127.0.0.1:7002/health"]
     assert mlflow.mkdir == [state / "mlflow" / "artifacts"] and mlflow.port == 7002
 
