@@ -36,7 +36,7 @@ async def on_data_ingested(deps: MonitorDeps, event: Envelope[DataIngested]) -> 
 async def on_promoted(deps: MonitorDeps, event: Envelope[ModelPromoted]) -> None:
     if event.payload.model_name == deps.monitor.config.model_name:
         await _ensure_reference(deps, event.payload.version)
-        deps.monitor.policy.new_champion()
+        deps.monitor.new_champion()
 
 
 async def _ensure_reference(deps: MonitorDeps, version: str) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.figure import Figure  # the object API: no pyplot global state, no display needed
 
 if TYPE_CHECKING:
-    from services.monitor.windows import Monitor
+    from services.monitor.windows import Monitor, WindowResult
 
 FEATURES_SHOWN = 6
 
@@ -49,8 +49,7 @@ def _distribution_chart(feature: str, distribution: dict[str, Any], scores: dict
     return _png(figure)
 
 
-def _history_chart(monitor: Monitor) -> str:
-    history = list(monitor.history)
+def _history_chart(monitor: Monitor, history: list[WindowResult]) -> str:
     figure = Figure(figsize=(8, 3))
     axis = figure.subplots()
     x = range(len(history))
@@ -76,14 +75,15 @@ def _history_chart(monitor: Monitor) -> str:
 
 def render_report(monitor: Monitor) -> str:
     name = html.escape(monitor.config.model_name)
-    if not monitor.history:
+    history = monitor.results()
+    if not history:
         return f"<html><body><h1>Drift report: {name}</h1><p>No window evaluated yet.</p></body></html>"
-    latest = monitor.history[-1]
+    latest = history[-1]
     rows = (
         "".join(f"<li>{html.escape(reason)}</li>" for reason in latest.decision.reasons)
         or "<li>no reasons recorded</li>"
     )
-    scored = next((r for r in reversed(monitor.history) if r.distributions), None)
+    scored = next((r for r in reversed(history) if r.distributions), None)
     charts = (
         f"<p>From the window ending {html.escape(scored.ended_at)} (model version "
         f"{html.escape(scored.model_version)}).</p>"
@@ -108,7 +108,7 @@ def render_report(monitor: Monitor) -> str:
 fired: {html.escape(", ".join(latest.decision.fired) or "none")}</p>
 <ul>{rows}</ul>
 <h2>Score history</h2>
-<img alt="history" src="data:image/png;base64,{_history_chart(monitor)}"/>
+<img alt="history" src="data:image/png;base64,{_history_chart(monitor, history)}"/>
 <h2>Most drifted features: reference vs current</h2>
 {charts}
 </body></html>"""

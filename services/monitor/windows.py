@@ -5,13 +5,16 @@ computation is a polars (or numpy/scipy) operation over a whole window.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import polars as pl
 
@@ -64,6 +67,28 @@ def _bounded_concat(frames: list[pl.DataFrame], limit: int) -> pl.DataFrame:
     return frame.tail(limit)
 
 
+def _once_per_request(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.unique("request_id", keep="first", maintain_order=True)
+
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+
+def _serialised(
+    method: Callable[Concatenate[Monitor, Params], Result],
+) -> Callable[Concatenate[Monitor, Params], Result]:
+    """One caller at a time: consumers, the ticker and routes call in from worker threads
+    (``asyncio.to_thread``), and two joins racing over the same labels would count them twice."""
+
+    @functools.wraps(method)
+    def locked(self: Monitor, *args: Params.args, **kwargs: Params.kwargs) -> Result:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class Monitor:
     def __init__(self, config: MonitorConfig, spec: FeatureSpec, schema: DatasetSchema) -> None:
         self.config = config
@@ -88,6 +113,7 @@ class Monitor:
         self.feedback = self.labelled.clone()  # labelled rows not yet handed to a retrain
         self.history: deque[WindowResult] = deque(maxlen=HISTORY)
         self._labelled_since_evaluation = 0
+        self._lock = threading.RLock()
 
     @classmethod
     def for_dataset(cls, config_dir: Path, dataset: str) -> Monitor:
@@ -98,11 +124,23 @@ class Monitor:
             load_schema(config_dir, dataset),
         )
 
+    @_serialised
+    def new_champion(self) -> None:
+        """A promotion: the trigger policy starts over (its episode and cooldown are the old model's)."""
+        self.policy.new_champion()
+
+    @_serialised
+    def results(self) -> list[WindowResult]:
+        """The window results kept, oldest first (a copy: the report reads it while windows close)."""
+        return list(self.history)
+
+    @_serialised
     def set_reference(self, reference: Reference) -> None:
         self.references[reference.version] = reference
 
     # ---- intake --------------------------------------------------------------------------------
 
+    @_serialised
     def add_predictions(self, records: list[dict[str, Any]], now: float) -> list[WindowResult]:
         """Take a batch of prediction records; evaluate every window that fills up."""
         frame = (
@@ -128,6 +166,7 @@ class Monitor:
             self.windows[version] = window
         return results
 
+    @_serialised
     def add_labels(self, labels: list[dict[str, Any]], now: float) -> list[WindowResult]:
         """Take a batch of late labels; once enough new ones are joined, judge performance right away."""
         frame = pl.DataFrame(labels, schema={"request_id": pl.String, "label": pl.Int64}, strict=False)
@@ -154,10 +193,13 @@ class Monitor:
         # A label redelivered after its request was joined (batch streams tolerate a rare repeat).
         matched = joined.join(self.labelled.select("request_id"), on="request_id", how="anti")
         cap = self.config.join_capacity
-        self.labelled = _bounded_concat([self.labelled, matched], cap)
-        self.feedback = _bounded_concat([self.feedback, matched], cap)
+        # Each labelled request counts once, whatever path repeated it: the retrain learns from these rows
+        # and the policy counts them (a CI run once saw 1,501 feedback rows for 1,200 labels, cause unproven).
+        self.labelled = _once_per_request(_bounded_concat([self.labelled, matched], cap))
+        self.feedback = _once_per_request(_bounded_concat([self.feedback, matched], cap))
         self._labelled_since_evaluation += matched.height
 
+    @_serialised
     def due(self, now: float) -> list[WindowResult]:
         """Evaluate windows that are old enough and large enough (time-based tumbling)."""
         return [
@@ -218,6 +260,7 @@ class Monitor:
 
     # ---- feedback ------------------------------------------------------------------------------
 
+    @_serialised
     def take_feedback(self, directory: Path) -> tuple[Path, int] | None:
         """Write the labelled live rows as a batch of the dataset (its schema), and forget them."""
         if self.feedback.is_empty():
@@ -241,6 +284,7 @@ class Monitor:
         self.feedback = self.feedback.clear()
         return path, batch.height
 
+    @_serialised
     def latest(self) -> dict[str, Any]:
         latest = self.history[-1].summary() if self.history else None
         return finite(
