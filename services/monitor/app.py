@@ -1,5 +1,8 @@
 """Monitor service wiring: ``predictions`` and ``labels`` in; ``drift.detected``, feedback batches and
-``retrain.requested`` out; ``GET /drift`` and ``GET /drift/report`` for people, ``POST /labels``."""
+``retrain.requested`` out; per model ``GET /drift/{model}`` and its report for people, ``POST /labels``.
+
+Every model with a ``monitor/<dataset>.yaml`` is watched. The state lives in Redis, so replicas share the
+consumer group's work and a restarted monitor carries on where it was."""
 
 from __future__ import annotations
 
@@ -7,9 +10,11 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from services.monitor import consumers, routes
-from services.monitor.deps import DriftEpisode, MonitorDeps
+from services.monitor.deps import MonitorDeps
+from services.monitor.models import MonitoredModels
+from services.monitor.references import References
+from services.monitor.state import MonitorStore
 from services.monitor.ticker import WindowTicker
-from services.monitor.windows import Monitor
 from shared import events
 from shared.runtime.mlflow_client import mlflow_client
 from shared.runtime.service import ServiceRuntime
@@ -21,14 +26,14 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
     settings = runtime.settings
     deps = MonitorDeps.of(
         runtime,
-        monitor=Monitor.for_dataset(settings.config_dir, settings.serving_dataset),
-        mlflow=mlflow_client(settings),
-        episode=DriftEpisode(),
+        models=MonitoredModels(settings.config_dir),
+        store=MonitorStore(lambda: runtime.bus.redis),
+        references=References(mlflow_client(settings)),
     )
     runtime.consume_batch(events.PREDICTIONS, consumers.on_predictions, deps)
     runtime.consume_batch(events.LABELS, consumers.on_labels, deps)
     runtime.consume(events.DATA_INGESTED, consumers.on_data_ingested, deps)
-    runtime.listen(events.MODEL_PROMOTED, consumers.on_promoted, deps)
+    runtime.consume(events.MODEL_PROMOTED, consumers.on_promoted, deps)
     ticker = WindowTicker(deps)
     runtime.on_startup(ticker.start)
     runtime.on_shutdown(ticker.stop)
@@ -36,7 +41,8 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
     return runtime.asgi(
         [
             Route("/drift", routes.drift),
-            Route("/drift/report", routes.drift_report),
+            Route("/drift/{model}", routes.model_drift),
+            Route("/drift/{model}/report", routes.drift_report),
             Route("/labels", routes.receive_labels, methods=["POST"]),
         ],
         deps=deps,

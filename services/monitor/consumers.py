@@ -1,32 +1,47 @@
-"""The monitor's consumers: predictions and labels into the windows, the feedback snapshot's arrival, and
-every promotion (a new reference to compare with)."""
+"""The monitor's consumers: predictions and labels into the state of their models' windows, the
+feedback snapshot's arrival, and every promotion (its model's policy starts over)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections import defaultdict
+from typing import Any
 
-from services.monitor.decisions import act_on, retrain_on_feedback_stored
 from services.monitor.deps import MonitorDeps
-from services.monitor.references import fetch_reference
+from services.monitor.evaluation import (
+    evaluate_window,
+    judge_labels,
+    new_champion,
+    retrain_on_feedback_stored,
+)
 from shared.events import DataIngested, Envelope, LabelObserved, ModelPromoted, PredictionMade
 
 
 async def on_predictions(deps: MonitorDeps, envelopes: list[Envelope[PredictionMade]]) -> None:
-    monitor = deps.monitor
-    records = [e.payload.model_dump() for e in envelopes if e.payload.model_name == monitor.config.model_name]
-    if not records:
-        return
-    for version in {r["model_version"] for r in records}:
-        await _ensure_reference(deps, version)
-    results = await asyncio.to_thread(monitor.add_predictions, records, time.time())
-    await act_on(deps, results, envelopes[-1])
+    by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for envelope in envelopes:
+        by_model[envelope.payload.model_name].append(envelope.payload.model_dump(mode="json"))
+    watched = [(model, by_model[name]) for name in by_model if (model := deps.models.get(name)) is not None]
+    if not watched:
+        return  # records of models nobody declared a monitor config for
+    records = [record for _, batch in watched for record in batch]
+    await deps.store.add_predictions(records, time.time(), deps.models.join_capacity)
+    for model, batch in watched:
+        for version in sorted({r["model_version"] for r in batch}):
+            await deps.store.bound(model.name, version, model.config.join_capacity)
+            while await evaluate_window(deps, model, version, "full", envelopes[-1]) is not None:
+                pass  # a large batch can fill more than one window
+        await judge_labels(deps, model, envelopes[-1])
 
 
 async def on_labels(deps: MonitorDeps, envelopes: list[Envelope[LabelObserved]]) -> None:
-    labels = [{"request_id": e.payload.request_id, "label": e.payload.label} for e in envelopes]
-    results = await asyncio.to_thread(deps.monitor.add_labels, labels, time.time())
-    await act_on(deps, results, envelopes[-1])
+    labels = [(e.payload.request_id, e.payload.label) for e in envelopes]
+    joined = await deps.store.add_labels(labels, deps.models.join_capacity)
+    for name in joined:
+        model = deps.models.get(name)
+        if model is not None:
+            await deps.store.bound(name, None, model.config.join_capacity)
+            await judge_labels(deps, model, envelopes[-1])
 
 
 async def on_data_ingested(deps: MonitorDeps, event: Envelope[DataIngested]) -> None:
@@ -34,15 +49,7 @@ async def on_data_ingested(deps: MonitorDeps, event: Envelope[DataIngested]) -> 
 
 
 async def on_promoted(deps: MonitorDeps, event: Envelope[ModelPromoted]) -> None:
-    if event.payload.model_name == deps.monitor.config.model_name:
-        await _ensure_reference(deps, event.payload.version)
-        deps.monitor.new_champion()
-
-
-async def _ensure_reference(deps: MonitorDeps, version: str) -> None:
-    monitor = deps.monitor
-    if version in monitor.references:
-        return
-    model_name = monitor.config.model_name
-    monitor.set_reference(await asyncio.to_thread(fetch_reference, deps.mlflow, model_name, version))
-    deps.log.info("reference loaded", model=model_name, version=version)
+    model = deps.models.get(event.payload.model_name)
+    if model is not None:
+        await deps.references.get(model.name, event.payload.version)
+        await new_champion(deps, model)

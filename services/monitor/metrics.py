@@ -1,4 +1,4 @@
-"""The monitor's Prometheus metrics (scraped from its ``/metrics``)."""
+"""The monitor's Prometheus metrics (scraped from its ``/metrics``), labelled by model."""
 
 from __future__ import annotations
 
@@ -6,17 +6,22 @@ from prometheus_client import Counter, Gauge
 
 from services.monitor.windows import WindowResult
 
-DRIFT_SCORE = Gauge("mesh_drift_score", "Latest drift score per feature and test", ["feature", "test"])
-WINDOW_ACCURACY = Gauge("mesh_window_accuracy_ratio", "Accuracy on the latest labelled window", ["version"])
-DECISIONS = Counter("mesh_monitor_decisions_total", "Trigger policy decisions", ["outcome"])
-RETRAINS = Counter("mesh_retrains_triggered_total", "Retrains requested by the monitor", ["dataset"])
+DRIFT_SCORE = Gauge(
+    "mesh_drift_score", "Latest drift score per feature and test", ["model", "feature", "test"]
+)
+WINDOW_ACCURACY = Gauge(
+    "mesh_window_accuracy_ratio", "Accuracy on the latest labelled window", ["model", "version"]
+)
+DECISIONS = Counter("mesh_monitor_decisions_total", "Trigger policy decisions", ["model", "outcome"])
+RETRAINS = Counter("mesh_retrains_triggered_total", "Retrains requested by the monitor", ["model"])
 
 
 def record_window(result: WindowResult) -> None:
     """One evaluated window: its drift scores, its accuracy if labelled, and the policy's decision."""
+    model = result.model_name
     for feature, tests in result.scores.items():
         for test, score in tests.items():
-            DRIFT_SCORE.labels(feature, test).set(score)
+            DRIFT_SCORE.labels(model, feature, test).set(score)
     if result.accuracy is not None:
-        WINDOW_ACCURACY.labels(result.model_version).set(result.accuracy)
-    DECISIONS.labels("retrain" if result.decision.retrain else "hold").inc()
+        WINDOW_ACCURACY.labels(model, result.model_version).set(result.accuracy)
+    DECISIONS.labels(model, "retrain" if result.decision.retrain else "hold").inc()

@@ -126,11 +126,24 @@ def _known(score: float | None) -> TypeGuard[float]:
     return score is not None and math.isfinite(score)
 
 
+class PolicyState(BaseModel):
+    """Everything the policy remembers between windows, as stored in Redis between processes."""
+
+    episode_active: bool = False
+    retrained_in_episode: bool = False
+    last_retrain: float | None = None
+    retrains: list[float] = []
+    readings: dict[str, tuple[float, Threshold]] = {}
+    # The drift.detected event (JSON) that announced the episode in progress: a retrain continues its chain.
+    episode_event: str | None = None
+
+
 class TriggerPolicy:
     """Hysteresis over the monitor's tests plus the retrain guards; plain synchronous state, no I/O.
 
     ``decide`` records the retrain itself when it returns ``retrain=True``: the caller is expected to
     request exactly one retrain per such decision, so the policy's view and the mesh's never diverge.
+    ``state()`` and ``restore`` carry that memory across processes (the monitor keeps it in Redis).
     """
 
     def __init__(self, config: MonitorConfig) -> None:
@@ -146,6 +159,28 @@ class TriggerPolicy:
         # Otherwise such a window would end the episode and the next fresh score would start a second
         # one, and a second retrain, for the same drift. Bounded by features x tests.
         self._readings: dict[str, tuple[float, Threshold]] = {}
+        self.episode_event: str | None = None
+
+    @classmethod
+    def restore(cls, config: MonitorConfig, state: PolicyState) -> TriggerPolicy:
+        policy = cls(config)
+        policy.episode_active = state.episode_active
+        policy.retrained_in_episode = state.retrained_in_episode
+        policy.last_retrain = state.last_retrain
+        policy._retrains.extend(state.retrains)
+        policy._readings = dict(state.readings)
+        policy.episode_event = state.episode_event
+        return policy
+
+    def state(self) -> PolicyState:
+        return PolicyState(
+            episode_active=self.episode_active,
+            retrained_in_episode=self.retrained_in_episode,
+            last_retrain=self.last_retrain,
+            retrains=list(self._retrains),
+            readings=self._readings,
+            episode_event=self.episode_event,
+        )
 
     def new_champion(self) -> None:
         """A newly promoted model is judged against its own reference: whatever episode was open is over.
@@ -155,6 +190,7 @@ class TriggerPolicy:
         self.episode_active = False
         self.retrained_in_episode = False
         self._readings.clear()
+        self.episode_event = None
 
     def _drift_scores(self, signals: WindowSignals) -> list[tuple[str, str, float, Threshold]]:
         thresholds = {"psi": self.config.drift.psi, "ks": self.config.drift.ks}

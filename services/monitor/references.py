@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -35,3 +36,24 @@ def fetch_reference(client: MlflowClient, model_name: str, version: str) -> Refe
     details = client.get_model_version(model_name, version)
     profile = mlflow.artifacts.load_dict(f"runs:/{details.run_id}/features/profile.json")
     return reference_from_version(details.tags or {}, profile, version)
+
+
+class References:
+    """Each (model, version)'s reference, read from MLflow once per process: a version never changes."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client = client
+        self._known: dict[tuple[str, str], Reference] = {}
+
+    def known(self, model_name: str) -> list[str]:
+        return sorted(version for name, version in self._known if name == model_name)
+
+    def set(self, model_name: str, reference: Reference) -> None:
+        self._known[(model_name, reference.version)] = reference
+
+    async def get(self, model_name: str, version: str) -> Reference:
+        """Raises while MLflow cannot answer: the caller's event is then retried."""
+        key = (model_name, version)
+        if key not in self._known:
+            self._known[key] = await asyncio.to_thread(fetch_reference, self.client, model_name, version)
+        return self._known[key]

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.figure import Figure  # the object API: no pyplot global state, no display needed
 
 if TYPE_CHECKING:
-    from services.monitor.windows import Monitor, WindowResult
+    from services.monitor.models import MonitoredModel
+    from services.monitor.windows import WindowResult
 
 FEATURES_SHOWN = 6
 
@@ -49,7 +50,7 @@ def _distribution_chart(feature: str, distribution: dict[str, Any], scores: dict
     return _png(figure)
 
 
-def _history_chart(monitor: Monitor, history: list[WindowResult]) -> str:
+def _history_chart(model: MonitoredModel, history: list[WindowResult]) -> str:
     figure = Figure(figsize=(8, 3))
     axis = figure.subplots()
     x = range(len(history))
@@ -60,10 +61,10 @@ def _history_chart(monitor: Monitor, history: list[WindowResult]) -> str:
     axis.plot(x, max_psi, marker="o", label="max PSI")
     axis.plot(x, max_ks, marker="s", label="max KS")
     axis.plot(x, drops, marker="^", label="accuracy drop")
-    drift = monitor.config.drift
+    drift = model.config.drift
     axis.axhline(drift.psi.fire, color="C0", linestyle="--", linewidth=0.8)
     axis.axhline(drift.ks.fire, color="C1", linestyle="--", linewidth=0.8)
-    axis.axhline(monitor.config.performance.max_drop.fire, color="C2", linestyle="--", linewidth=0.8)
+    axis.axhline(model.config.performance.max_drop.fire, color="C2", linestyle="--", linewidth=0.8)
     for i, result in enumerate(history):
         if result.decision.retrain:
             axis.axvline(i, color="red", alpha=0.4)
@@ -73,9 +74,9 @@ def _history_chart(monitor: Monitor, history: list[WindowResult]) -> str:
     return _png(figure)
 
 
-def render_report(monitor: Monitor) -> str:
-    name = html.escape(monitor.config.model_name)
-    history = monitor.results()
+def render_report(model: MonitoredModel, history: list[WindowResult]) -> str:
+    """The report of ``model`` over its kept window results, oldest first."""
+    name = html.escape(model.name)
     if not history:
         return f"<html><body><h1>Drift report: {name}</h1><p>No window evaluated yet.</p></body></html>"
     latest = history[-1]
@@ -108,7 +109,7 @@ def render_report(monitor: Monitor) -> str:
 fired: {html.escape(", ".join(latest.decision.fired) or "none")}</p>
 <ul>{rows}</ul>
 <h2>Score history</h2>
-<img alt="history" src="data:image/png;base64,{_history_chart(monitor, history)}"/>
+<img alt="history" src="data:image/png;base64,{_history_chart(model, history)}"/>
 <h2>Most drifted features: reference vs current</h2>
 {charts}
 </body></html>"""

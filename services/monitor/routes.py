@@ -1,5 +1,5 @@
-"""The monitor's HTTP endpoints: ``GET /drift`` and ``GET /drift/report`` for people, ``POST /labels``
-for the ground truth of served predictions."""
+"""The monitor's HTTP endpoints: ``GET /drift`` (every model), ``GET /drift/{model}`` and its HTML
+report ``GET /drift/{model}/report`` for people, ``POST /labels`` for the ground truth of predictions."""
 
 from __future__ import annotations
 
@@ -7,22 +7,50 @@ import asyncio
 
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from services.monitor.deps import MonitorDeps
+from services.monitor.models import MonitoredModel
 from services.monitor.report import render_report
+from services.monitor.windows import WindowResult, finite
 from shared import events
 from shared.events import LabelObserved, new_event, utcnow
 from shared.runtime.service import deps_of
 
 
+def _model(request: Request, deps: MonitorDeps) -> MonitoredModel | JSONResponse:
+    name = request.path_params["model"]
+    model = deps.models.get(name)
+    if model is None:
+        known = sorted(m.name for m in deps.models.all())
+        error = f"model {name!r} is not monitored (monitored: {', '.join(known) or 'none'})"
+        return JSONResponse({"error": error, "field": "model"}, status_code=404)
+    return model
+
+
 async def drift(request: Request) -> JSONResponse:
-    return JSONResponse(deps_of(request, MonitorDeps).monitor.latest())
+    """Every monitored model's windows evaluated, latest result and rows waiting."""
+    deps = deps_of(request, MonitorDeps)
+    summaries = {m.name: await deps.store.summary(m.name) for m in deps.models.all()}
+    return JSONResponse(finite({"models": summaries}))
 
 
-async def drift_report(request: Request) -> HTMLResponse:
-    monitor = deps_of(request, MonitorDeps).monitor
-    return HTMLResponse(await asyncio.to_thread(render_report, monitor))
+async def model_drift(request: Request) -> JSONResponse:
+    deps = deps_of(request, MonitorDeps)
+    model = _model(request, deps)
+    if isinstance(model, JSONResponse):
+        return model
+    summary = await deps.store.summary(model.name)
+    return JSONResponse(finite({**summary, "references": deps.references.known(model.name)}))
+
+
+async def drift_report(request: Request) -> Response:
+    deps = deps_of(request, MonitorDeps)
+    model = _model(request, deps)
+    if isinstance(model, JSONResponse):
+        return model
+    history = [WindowResult.from_dict(stored) for stored in await deps.store.history(model.name)]
+    return HTMLResponse(await asyncio.to_thread(render_report, model, history))
 
 
 async def receive_labels(request: Request) -> JSONResponse:

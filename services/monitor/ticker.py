@@ -1,4 +1,5 @@
-"""The periodic window check: windows that traffic alone would leave open are closed by time."""
+"""The periodic window check: windows that traffic alone would leave open are closed by time, and work a
+killed monitor left behind (a full window, unjudged labels) is picked up."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import asyncio
 import contextlib
 import time
 
-from services.monitor.decisions import act_on
 from services.monitor.deps import MonitorDeps
+from services.monitor.evaluation import evaluate_window, judge_labels
+from services.monitor.models import MonitoredModel
 
 TICK_S = 5.0
 
@@ -33,7 +35,17 @@ class WindowTicker:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            try:
-                await act_on(self.deps, await asyncio.to_thread(self.deps.monitor.due, time.time()), None)
-            except Exception:
-                self.deps.log.exception("window tick failed")
+            for model in self.deps.models.all():
+                try:
+                    await self._check(model)
+                except Exception:  # MLflow away, Redis restarting: the next tick tries again
+                    self.deps.log.exception("window tick failed", model=model.name)
+
+    async def _check(self, model: MonitoredModel) -> None:
+        window = model.config.window
+        now = time.time()
+        for version, (rows, started) in (await self.deps.store.open_windows(model.name)).items():
+            old_enough = started is not None and now - started >= window.max_seconds
+            if rows >= window.size or (rows >= window.min_size and old_enough):
+                await evaluate_window(self.deps, model, version, "due", None)
+        await judge_labels(self.deps, model, None)

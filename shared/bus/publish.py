@@ -7,6 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
+from redis.asyncio.client import Pipeline
 
 from shared.bus.metrics import EVENTS_PUBLISHED
 from shared.events import Envelope, P, Stream, new_event
@@ -48,16 +49,29 @@ class Publisher:
                 approximate=True,
             )
         await pipe.execute()
-        for envelope in envelopes:
-            EVENTS_PUBLISHED.labels(envelope.type).inc()
+        self.sent(envelopes)
 
     async def publish(self, envelope: Envelope[Any]) -> None:
         """One event, through FastStream so the current trace travels in its headers."""
+        await self._through_broker(envelope, None)
+        self.sent([envelope])
+
+    async def stage(self, transaction: Pipeline, envelopes: Sequence[Envelope[Any]]) -> None:
+        """Queue events on ``transaction`` (a MULTI the caller executes), trace headers included: they are
+        written if and only if the caller's other writes are. Once it has executed, count them (``sent``)."""
+        for envelope in envelopes:
+            await self._through_broker(envelope, transaction)
+
+    def sent(self, envelopes: Sequence[Envelope[Any]]) -> None:
+        for envelope in envelopes:
+            EVENTS_PUBLISHED.labels(envelope.type).inc()
+
+    async def _through_broker(self, envelope: Envelope[Any], pipeline: Pipeline | None) -> None:
         await self.broker.publish(
             envelope.model_dump_json().encode(),
             stream=envelope.type,
             maxlen=self.stream_maxlen,
             correlation_id=envelope.correlation_id,
             headers={"event_id": envelope.event_id, "content-type": "application/json"},
+            pipeline=pipeline,
         )
-        EVENTS_PUBLISHED.labels(envelope.type).inc()

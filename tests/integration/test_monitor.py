@@ -70,7 +70,7 @@ class Traffic:
 
 
 async def drift_state(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
-    body: dict[str, Any] = (await client.get(f"{url}/drift")).json()
+    body: dict[str, Any] = (await client.get(f"{url}/drift/{MODEL}")).json()
     return body
 
 
@@ -118,7 +118,7 @@ async def test_drift_holds_without_labels_then_retrains_once_on_labelled_decay(
         assert len(await stream_events(redis_client, events.DRIFT_DETECTED)) == 1
         assert not await stream_events(redis_client, events.RETRAIN_REQUESTED)
 
-        report = await http.get(f"{monitor}/drift/report")
+        report = await http.get(f"{monitor}/drift/{MODEL}/report")
         assert report.status_code == 200 and report.text.count("data:image/png;base64,") >= 2
 
         # The world's rule changes (inputs as before) and labels arrive: accuracy decays, one retrain.
