@@ -228,6 +228,9 @@ def plan(compose: Mapping[str, Any], env: Mapping[str, str]) -> list[Component]:
             data_dir = Path(env.get("MESH_STATE_DIR") or ".mesh") / "redis"
             component.command = valkey_command(component.port, data_dir, persistent=True)
             component.environment, component.healthcheck, component.mkdir = {}, None, [data_dir]
+        elif kind == "process" and component.port is None and name in SERVICE_NAMES:
+            # Not published (a scalable service): here it still listens on loopback at its own port.
+            component.port = int(component.environment[f"MESH_{name.upper()}_PORT"])
         elif kind not in ("mlflow", "process"):
             raise ValueError(f"service {name!r}: unknown x-embedded kind {kind!r}")
         components.append(component)
