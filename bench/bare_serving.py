@@ -2,7 +2,8 @@
 with the same champion, the same record validation and the same response body as the BentoML service,
 and nothing else (no framework middleware, metrics, spans or prediction sampling).
 
-Usage: ``python bench/bare_serving.py --port N`` with ``MESH_*`` settings pointing at the MLflow server.
+Usage: ``python bench/bare_serving.py --port N [--model NAME]`` with ``MESH_*`` settings pointing at the
+MLflow server; without ``--model``, the first model declared under ``<config_dir>/models/``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from starlette.routing import Route
 from services.serving.holder import LoadedModel, load_version
 from services.serving.records import RecordError
 from services.serving.sampler import new_request_ids
-from shared.ml.modeling import CHAMPION, limit_native_threads, load_model_config
+from shared.ml.modeling import CHAMPION, limit_native_threads, model_configs
 from shared.runtime.settings import MeshSettings
 
 
@@ -46,15 +47,23 @@ def create_app(loaded: LoadedModel) -> Starlette:
     return Starlette(routes=[Route("/predict", predict, methods=["POST"])])
 
 
+def first_declared_model(settings: MeshSettings) -> str:
+    declared = model_configs(settings.config_dir)
+    if not declared:
+        raise SystemExit(f"no model is declared under {settings.config_dir / 'models'}")
+    return declared[0].model_name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model", help="the registered model to serve (default: the first declared)")
     args = parser.parse_args()
     settings = MeshSettings()
     limit_native_threads()
     mlflow.set_tracking_uri(settings.effective_mlflow_uri)  # models:/ URIs resolve through it, as in serving
     client = MlflowClient(settings.effective_mlflow_uri, settings.effective_mlflow_uri)
-    name = load_model_config(settings.config_dir, settings.serving_dataset).model_name
+    name = args.model or first_declared_model(settings)
     version = client.get_model_version_by_alias(name, CHAMPION).version
     app = create_app(load_version(client, name, str(version)))
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)

@@ -35,11 +35,12 @@ RECORD = EXAMPLE_RECORD
 SERVICES = ["ingest", "features", "training", "registry", "serving"]
 
 
-def load(port: int, args: argparse.Namespace) -> dict[str, Any]:
+def load(port: int, model: str, args: argparse.Namespace) -> dict[str, Any]:
+    body = json.dumps({"model": model, "features": RECORD})
     out = subprocess.run(
         [
             sys.executable, "-m", "bench.loadgen", "--port", str(port), "--path", "/predict",
-            "--body", json.dumps({"features": RECORD}), "--connections", str(args.connections),
+            "--body", body, "--connections", str(args.connections),
             "--duration", str(args.duration), "--warmup", str(args.warmup),
         ],
         cwd=REPO_ROOT, capture_output=True, text=True, check=True,
@@ -48,12 +49,14 @@ def load(port: int, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def start_bare_server(settings: MeshSettings, log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_bare_server(
+    settings: MeshSettings, model: str, log_path: Path
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = launcher_env(settings)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.bare_serving", "--port", str(port)],
+            [sys.executable, "-m", "bench.bare_serving", "--port", str(port), "--model", model],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     wait_until(lambda: port_open(port) or proc.poll() is not None, timeout=120, what="the bare server")
@@ -91,13 +94,13 @@ def main() -> None:
         demo = Demo(settings, console)
         demo.upload("bench", rows=4000, seed=2)
         model = wait_until(demo.mesh.served_model, timeout=300, what="a champion to serve")
-        bare, bare_port = start_bare_server(settings, state / "bare-serving.log")
+        bare, bare_port = start_bare_server(settings, model["name"], state / "bare-serving.log")
 
         runs: dict[str, list[dict[str, Any]]] = {"bentoml": [], "bare_uvicorn": []}
         for round_ in range(args.rounds):
             for server, port in (("bare_uvicorn", bare_port), ("bentoml", settings.serving_port)):
                 console.print(f"round {round_ + 1}/{args.rounds}: {server} ...")
-                runs[server].append(load(port, args))
+                runs[server].append(load(port, model["name"], args))
     finally:
         if bare is not None:
             bare.terminate()

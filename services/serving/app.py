@@ -1,9 +1,12 @@
-"""Serving: a BentoML service answering predictions with the current champion, hot-swapped on promotion.
+"""Serving: a BentoML service answering predictions with the champion of every declared model, each
+hot-swapped on its promotion.
 
 Run with ``bentoml serve services.serving.app:MeshServing`` (see bentofile.yaml) or ``mesh run serving``.
-Each worker process loads the ``champion`` alias at start, listens to ``model.promoted`` (a broadcast:
-every worker must swap), and re-checks the alias every ``MESH_SERVING_RECONCILE_S`` in case an event
-was missed.
+A request names its model (``{"model": ..., "features": ...}``; optional while exactly one is served).
+Each worker process loads the ``champion`` alias of every declared model at start (up to
+``MESH_SERVING_MAX_LOADED_MODELS``, the rest on demand), listens to ``model.promoted`` (a broadcast: every
+worker must swap), and reconciles every ``MESH_SERVING_RECONCILE_S`` in case an event was missed or a
+model was declared meanwhile.
 """
 
 from __future__ import annotations
@@ -15,23 +18,22 @@ from typing import Any
 
 import bentoml
 from starlette.applications import Starlette
-from starlette.routing import Route
 
 from services.serving import consumers, routes
+from services.serving.catalog import ModelCatalog
 from services.serving.deps import ServingDeps
-from services.serving.holder import ModelHolder
 from services.serving.predictions import predict_many, predict_one, traced
 from services.serving.sampler import PredictionSampler
 from shared import events
 from shared.bus import MeshBus
-from shared.ml.modeling import limit_native_threads, load_model_config
+from shared.ml.modeling import limit_native_threads
 from shared.runtime.logging import configure_logging, get_logger
 from shared.runtime.mlflow_client import mlflow_client
 from shared.runtime.settings import MeshSettings
 from shared.runtime.telemetry import setup_tracing
 
 
-@bentoml.asgi_app(Starlette(routes=[Route("/model", routes.model_info)]), path="/")
+@bentoml.asgi_app(Starlette(routes=routes.ROUTES), path="/")
 # BentoML takes the worker count from the class declaration, so this one setting is read on import.
 @bentoml.service(name="mesh-serving", workers=MeshSettings().serving_workers, traffic={"timeout": 30})
 class MeshServing:
@@ -42,15 +44,16 @@ class MeshServing:
         self.tracer_provider = setup_tracing("serving", settings)
         tracer = self.tracer_provider.get_tracer("mesh.serving")
         bus = MeshBus(settings, "serving", tracer_provider=self.tracer_provider)
-        model_name = load_model_config(settings.config_dir, settings.serving_dataset).model_name
+        models = ModelCatalog(
+            settings.config_dir, mlflow_client(settings), settings.serving_max_loaded_models, tracer
+        )
         self.deps = ServingDeps(
             settings=settings,
             bus=bus,
             tracer=tracer,
             log=get_logger("mesh.serving"),
-            holder=ModelHolder(model_name, tracer),
+            models=models,
             sampler=PredictionSampler(bus, settings.serving_sample_rate),
-            mlflow=mlflow_client(settings),
         )
         bus.listen(events.MODEL_PROMOTED, functools.partial(consumers.on_model_promoted, self.deps))
         self._follower: asyncio.Task[None] | None = None
@@ -61,7 +64,7 @@ class MeshServing:
         # it by the load, so no window is left unobserved.
         await self.deps.bus.start()
         await self.deps.sampler.start()
-        follow = self.deps.holder.follow_champion(self.deps.mlflow, self.deps.settings.serving_reconcile_s)
+        follow = self.deps.models.follow(self.deps.settings.serving_reconcile_s)
         self._follower = asyncio.create_task(follow, name="champion-reconciler")
 
     @bentoml.on_shutdown
@@ -70,21 +73,23 @@ class MeshServing:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follower
+        await self.deps.models.stop()
         await self.deps.sampler.stop()
         await self.deps.bus.stop()
         self.tracer_provider.shutdown()
 
     def __is_ready__(self) -> bool:
-        return self.deps.holder.current is not None and self.deps.bus.started
+        return self.deps.models.ready and self.deps.bus.started
 
     @bentoml.api
-    async def predict(self, features: dict[str, Any]) -> dict[str, Any]:
-        """One record of named fields -> prediction, probability, and the model (and lineage) behind it."""
-        response = traced(self.deps.tracer, "/predict", lambda: predict_one(self.deps, features))
-        return response  # type: ignore[return-value]
+    async def predict(self, features: dict[str, Any], model: str | None = None) -> dict[str, Any]:
+        """One record of named fields for the named model -> prediction, probability, and the model
+        version (and lineage) behind it. ``model`` may be left out while exactly one model is served."""
+        respond = functools.partial(predict_one, self.deps, model, features)
+        return await traced(self.deps.tracer, "/predict", respond)  # type: ignore[return-value]
 
     @bentoml.api
-    async def predict_batch(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """Many records in one call, scored in one vectorised model call."""
-        response = traced(self.deps.tracer, "/predict_batch", lambda: predict_many(self.deps, records))
-        return response  # type: ignore[return-value]
+    async def predict_batch(self, records: list[dict[str, Any]], model: str | None = None) -> dict[str, Any]:
+        """Many records for the named model in one call, scored in one vectorised model call."""
+        respond = functools.partial(predict_many, self.deps, model, records)
+        return await traced(self.deps.tracer, "/predict_batch", respond)  # type: ignore[return-value]

@@ -7,7 +7,7 @@ from shared.events import Envelope, ModelPromoted
 
 
 async def on_model_promoted(deps: ServingDeps, event: Envelope[ModelPromoted]) -> None:
-    """A broadcast: every worker swaps. The alias, not the event, says what to serve, so a late or
-    repeated promotion cannot bring back a version the alias has moved on from."""
-    if event.payload.model_name == deps.holder.name:
-        await deps.holder.sync_to_champion(deps.mlflow)
+    """A broadcast: every worker syncs the promoted model (one not declared yet is looked for first). The
+    alias, not the event, says what to serve, so a late or repeated promotion cannot bring back a version
+    the alias has moved on from."""
+    await deps.models.on_promoted(event.payload.model_name)

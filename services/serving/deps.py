@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
-from mlflow.tracking import MlflowClient
-
-from services.serving.holder import ModelHolder
+from services.serving.catalog import ModelCatalog
 from services.serving.sampler import PredictionSampler
 from shared.runtime.service import ServiceDeps
 
 
 @dataclasses.dataclass(frozen=True)
 class ServingDeps(ServiceDeps):
-    """Settings, bus, tracer and logger, plus the holder of the served model, the sampler answered
-    records go to, and the MLflow client the holder loads champions through."""
+    """Settings, bus, tracer and logger, plus the catalog of served models (each in its holder, loaded
+    through MLflow), the sampler answered records go to, and which worker process this is."""
 
-    holder: ModelHolder
+    models: ModelCatalog
     sampler: PredictionSampler
-    mlflow: MlflowClient
+    worker: str = dataclasses.field(default_factory=lambda: str(os.getpid()))
+
+    @property
+    def worker_header(self) -> dict[str, str]:
+        """On every answer: which worker gave it (a multi-worker server answers from several)."""
+        return {"X-Serving-Worker": self.worker}

@@ -1,9 +1,10 @@
-"""The served model and its hot swap.
+"""One served model and its hot swap.
 
 BentoML offers no supported in-server model swap (its maintainers point to rolling restarts), so the
 swap is ours: a new version is downloaded, deserialised and warmed up *beside* the serving one, then a
 single reference is replaced. A request reads that reference once, so in-flight requests finish on the
-model they started with; a failed load leaves the old model serving.
+model they started with; a failed load leaves the old model serving. Each model has a holder of its own,
+with its own lock: one model's swap never waits for another's (see services.serving.catalog).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import polars as pl
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
@@ -25,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel
 
-from services.serving.metrics import MODEL_LOADS, MODEL_SWAP_SECONDS, MODEL_VERSION
+from services.serving.metrics import MODEL_LOADED, MODEL_LOADS, MODEL_SWAP_SECONDS, MODEL_VERSION
 from services.serving.records import record_model, validate_records
 from shared.events import utcnow
 from shared.ml.datasets import DatasetSchema
@@ -35,7 +37,14 @@ from shared.runtime.logging import get_logger
 
 log = get_logger("mesh.serving")
 
-FIRST_RETRY_S = 0.5  # the first load retries fast: at start, MLflow is often still coming up
+# What MLflow answers when a model has no champion: the model is not registered, or has no such alias.
+# Anything else (the server down, a timeout) is an error, not an answer.
+NO_CHAMPION = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+def data_digest(snapshot_ids: list[str]) -> str:
+    """A short digest of the snapshots behind a model: equal digests, equal training data."""
+    return hashlib.sha256(json.dumps(sorted(snapshot_ids)).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -53,8 +62,7 @@ class LoadedModel:
 
     @property
     def data_digest(self) -> str:
-        """A short digest of the snapshots behind the model: equal digests, equal training data."""
-        return hashlib.sha256(json.dumps(sorted(self.snapshot_ids)).encode()).hexdigest()[:16]
+        return data_digest(self.snapshot_ids)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -94,6 +102,19 @@ class LoadedModel:
         return (scores >= 0.5).astype(int), scores
 
 
+def version_provenance(name: str, version: ModelVersion) -> dict[str, Any]:
+    """The provenance of a registered version that is not loaded, as a loaded one would give it."""
+    tags = version.tags or {}
+    snapshot_ids = json.loads(tags.get("mesh.snapshot_ids", "[]"))
+    return {
+        "name": name,
+        "version": str(version.version),
+        "run_id": version.run_id or "",
+        "feature_set_id": tags.get("mesh.feature_set_id", ""),
+        "data_digest": data_digest(snapshot_ids),
+    }
+
+
 def load_version(client: MlflowClient, name: str, version: str) -> LoadedModel:
     """Download, deserialise and warm up one registered version; raises if it cannot serve."""
     details = client.get_model_version(name, version)
@@ -127,53 +148,85 @@ def load_version(client: MlflowClient, name: str, version: str) -> LoadedModel:
 
 
 class ModelHolder:
-    """The one reference requests read; replaced whole, never mutated."""
+    """One declared model: the champion the registry last named, and the one reference requests read
+    (replaced whole, never mutated; None while no version of the model is in memory)."""
 
-    def __init__(self, name: str, tracer: Tracer | None = None) -> None:
+    def __init__(self, name: str, dataset: str, tracer: Tracer | None = None) -> None:
         self.name = name
+        self.dataset = dataset
         self.current: LoadedModel | None = None
+        self.champion: ModelVersion | None = None  # as last read; None: no champion, or not read yet
+        self.checked = False  # the alias has been read at least once
+        self.last_used = 0.0  # time.monotonic() of the last request answered (or load): the LRU order
         self._lock = asyncio.Lock()
         self._tracer = tracer or trace.get_tracer("mesh.serving")
 
-    async def sync_to_champion(self, client: MlflowClient) -> bool:
-        """Serve whatever the ``champion`` alias names now; True if the served version changed."""
+    @property
+    def served(self) -> bool:
+        """A version of it is in memory, or the registry names one to load."""
+        return self.current is not None or self.champion is not None
+
+    @property
+    def version(self) -> str | None:
+        """The version it answers with: the loaded one, else the champion a load would bring."""
+        if self.current is not None:
+            return self.current.version
+        return str(self.champion.version) if self.champion is not None else None
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    async def read_champion(self, client: MlflowClient) -> ModelVersion | None:
+        """The version the ``champion`` alias names now (None if none); raises if MLflow cannot say."""
+        try:
+            version = await asyncio.to_thread(client.get_model_version_by_alias, self.name, CHAMPION)
+        except MlflowException as exc:
+            if exc.error_code not in NO_CHAMPION:
+                raise
+            version = None
+        self.champion, self.checked = version, True
+        return version
+
+    async def sync_to_champion(self, client: MlflowClient, *, load: bool = True) -> bool:
+        """Serve whatever the ``champion`` alias names now; True if the served version changed.
+
+        A model that is not in memory is only loaded when ``load``; otherwise its champion is noted, for a
+        later load on demand."""
         async with self._lock:  # one load at a time: a burst of promotions must not load in parallel
-            try:
-                version = await asyncio.to_thread(client.get_model_version_by_alias, self.name, CHAMPION)
-            except MlflowException:
-                return False  # no champion yet
+            version = await self.read_champion(client)
+            if version is None:
+                return False
             if self.current is not None and self.current.version == str(version.version):
                 return False
-            started = time.perf_counter()
-            previous = self.current.version if self.current else None
-            attributes = {"mesh.model_name": self.name, "mesh.model_version": str(version.version)}
-            with self._tracer.start_as_current_span("serving.swap", attributes=attributes) as span:
-                span.set_attribute("mesh.previous_version", previous or "")
-                try:
-                    loaded = await asyncio.to_thread(load_version, client, self.name, str(version.version))
-                except Exception as exc:
-                    MODEL_LOADS.labels("failed").inc()
-                    span.record_exception(exc)
-                    log.exception(
-                        "model load failed; the current model keeps serving", version=version.version
-                    )
-                    return False
-                self.current = loaded  # the swap: one reference assignment
-            MODEL_LOADS.labels("loaded").inc()
-            MODEL_SWAP_SECONDS.observe(time.perf_counter() - started)
-            MODEL_VERSION.labels(self.name).set(float(loaded.version))
-            log.info("model swapped", model=self.name, version=loaded.version, previous=previous)
-            return True
+            if self.current is None and not load:
+                return False
+            return await self._swap(client, str(version.version))
 
-    async def follow_champion(self, client: MlflowClient, every_s: float) -> None:
-        """The first load (waiting for MLflow with backoff), then a check of the alias every ``every_s``
-        in case a promotion event was missed. Runs until cancelled."""
-        delay = FIRST_RETRY_S
-        while True:
+    async def _swap(self, client: MlflowClient, version: str) -> bool:
+        started = time.perf_counter()
+        previous = self.current.version if self.current else None
+        attributes = {"mesh.model_name": self.name, "mesh.model_version": version}
+        with self._tracer.start_as_current_span("serving.swap", attributes=attributes) as span:
+            span.set_attribute("mesh.previous_version", previous or "")
             try:
-                await self.sync_to_champion(client)
-                delay = every_s
-            except Exception as exc:  # MLflow not up yet, or unreachable for a while
-                log.warning("champion check failed", error=str(exc))
-                delay = min(delay * 2, every_s)
-            await asyncio.sleep(delay)
+                loaded = await asyncio.to_thread(load_version, client, self.name, version)
+            except Exception as exc:
+                MODEL_LOADS.labels(self.name, "failed").inc()
+                span.record_exception(exc)
+                log.exception(
+                    "model load failed; the current model keeps serving", model=self.name, version=version
+                )
+                return False
+            self.current = loaded  # the swap: one reference assignment
+        self.touch()
+        MODEL_LOADS.labels(self.name, "loaded").inc()
+        MODEL_SWAP_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        MODEL_VERSION.labels(self.name).set(float(loaded.version))
+        MODEL_LOADED.labels(self.name).set(1)
+        log.info("model swapped", model=self.name, version=loaded.version, previous=previous)
+        return True
+
+    def unload(self) -> None:
+        """Let go of the loaded version: requests already holding it finish on it, later ones see None."""
+        self.current = None
+        MODEL_LOADED.labels(self.name).set(0)

@@ -1,28 +1,26 @@
-"""Answering prediction requests: the served model read once, the records validated and scored, the
-answer offered to the sampler and returned with the model (and lineage) behind it."""
+"""Answering prediction requests: the named model's loaded version read once, the records validated and
+scored, the answer offered to the sampler and returned with the model (and lineage) behind it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Tracer
 from starlette.responses import JSONResponse
 
+from services.serving.catalog import ModelLookupError
 from services.serving.deps import ServingDeps
-from services.serving.holder import LoadedModel, ModelHolder
+from services.serving.holder import LoadedModel
 from services.serving.metrics import PREDICTIONS
 from services.serving.records import RecordError
+from services.serving.refusals import refusal
 from services.serving.sampler import PredictionSampler, new_request_ids
 
 
-def _unavailable(holder: ModelHolder) -> JSONResponse:
-    return JSONResponse({"error": f"no version of {holder.name} is serving yet"}, status_code=503)
-
-
-def _bad_record(exc: RecordError) -> JSONResponse:
-    return JSONResponse({"error": str(exc), "field": exc.field}, status_code=422)
+def _bad_record(deps: ServingDeps, exc: RecordError) -> JSONResponse:
+    return JSONResponse({"error": str(exc), "field": exc.field}, 422, headers=deps.worker_header)
 
 
 def _answer(
@@ -39,36 +37,42 @@ def _answer(
     ]
 
 
-def predict_one(deps: ServingDeps, features: dict[str, Any]) -> JSONResponse:
-    loaded = deps.holder.current  # read once: the request finishes on this model whatever swaps meanwhile
-    if loaded is None:
-        return _unavailable(deps.holder)
+async def predict_one(deps: ServingDeps, model: str | None, features: dict[str, Any]) -> JSONResponse:
+    try:
+        # Read once: the request finishes on this version whatever swaps or unloads meanwhile.
+        loaded = await deps.models.find(model)
+    except ModelLookupError as exc:
+        return refusal(exc, deps.worker_header)
     try:
         [result] = _answer(loaded, deps.sampler, [features], "features")
     except RecordError as exc:
-        return _bad_record(exc)
+        return _bad_record(deps, exc)
     body = {**result, "model": loaded.provenance()}
-    return JSONResponse(body, headers={**loaded.headers, "X-Request-ID": result["request_id"]})
+    headers = {**loaded.headers, **deps.worker_header, "X-Request-ID": result["request_id"]}
+    return JSONResponse(body, headers=headers)
 
 
-def predict_many(deps: ServingDeps, records: list[dict[str, Any]]) -> JSONResponse:
-    loaded = deps.holder.current
-    if loaded is None:
-        return _unavailable(deps.holder)
+async def predict_many(deps: ServingDeps, model: str | None, records: list[dict[str, Any]]) -> JSONResponse:
+    try:
+        loaded = await deps.models.find(model)
+    except ModelLookupError as exc:
+        return refusal(exc, deps.worker_header)
     if not records:
-        return JSONResponse({"error": "records: at least one record is required", "field": "records"}, 422)
+        empty = {"error": "records: at least one record is required", "field": "records"}
+        return JSONResponse(empty, 422, headers=deps.worker_header)
     try:
         results = _answer(loaded, deps.sampler, records, "records")
     except RecordError as exc:
-        return _bad_record(exc)
-    return JSONResponse({"predictions": results, "model": loaded.provenance()}, headers=loaded.headers)
+        return _bad_record(deps, exc)
+    body = {"predictions": results, "model": loaded.provenance()}
+    return JSONResponse(body, headers={**loaded.headers, **deps.worker_header})
 
 
-def traced(tracer: Tracer, route: str, respond: Callable[[], JSONResponse]) -> JSONResponse:
+async def traced(tracer: Tracer, route: str, respond: Callable[[], Awaitable[JSONResponse]]) -> JSONResponse:
     """``respond()`` inside a server span named for ``route``, carrying the response status."""
     # A root of its own: BentoML wraps every call in a span of its tracer, which is not sampled and
     # not exported; as a parent it would make ours unsampled too.
     with tracer.start_as_current_span(f"POST {route}", context=Context(), kind=SpanKind.SERVER) as span:
-        response = respond()
+        response = await respond()
         span.set_attributes({"http.route": route, "http.response.status_code": response.status_code})
         return response

@@ -64,10 +64,12 @@ class MeshSettings(BaseSettings):
     registry_token: str | None = None
 
     # Serving.
-    serving_dataset: str = "demo"
     serving_workers: int = Field(default=1, ge=1)
     serving_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="share of predictions sent")
     serving_reconcile_s: float = Field(default=30.0, gt=0, description="check the champion alias this often")
+    serving_max_loaded_models: int = Field(
+        default=8, ge=1, description="models held in memory per worker; the least recently used unloads"
+    )
 
     # Limits.
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)

@@ -12,8 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.ml.modeling import model_configs
 from shared.ops.embedded import free_port
 from shared.runtime.retry import wait_until
+from tests.support.data import CONFIG_DIR
 from tests.support.processes import kill_all_with_env, pids_with_env
 
 pytestmark = pytest.mark.integration
@@ -68,11 +70,13 @@ def test_mesh_run_serving_answers_and_stops_on_sigterm(
 
     wait_until(alive, timeout=180, what="mesh run serving")
     # Up, with the service's own routes mounted and its deps built: alive, not ready without a model.
+    declared = [config.model_name for config in model_configs(CONFIG_DIR)]
     model = httpx.get(f"{base}/model", timeout=5)
-    assert model.status_code == 503 and model.json() == {
-        "error": "no model is serving yet",
-        "model": "churn-demo",
-    }
+    assert model.status_code == 503, model.text
+    assert model.json()["error"] == "no model is serving yet" and model.json()["declared"] == declared
+    models = httpx.get(f"{base}/models", timeout=5)
+    assert models.status_code == 200 and models.json()["models"] == []
+    assert models.json()["declared"] == declared and models.headers["x-serving-worker"].isdigit()
     assert httpx.get(f"{base}/readyz", timeout=5).status_code == 503
     # The process mesh started is now bentoml's server itself, as in compose: no wrapper in between.
     cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")

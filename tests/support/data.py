@@ -15,10 +15,11 @@ CONFIG_DIR = REPO_ROOT / "deploy" / "config"
 def commit_snapshot(
     store: SnapshotStore, schema: DatasetSchema, snapshot_id: str, frame: Any, day: int = 1
 ) -> SnapshotManifest:
-    """Store ``frame`` as a committed snapshot of the demo dataset, as ingest would."""
-    path = store.write_data("demo", snapshot_id, frame)
+    """Store ``frame`` as a committed snapshot of ``schema``'s dataset (the demo's in most tests), as
+    ingest would."""
+    path = store.write_data(schema.name, snapshot_id, frame)
     manifest = SnapshotManifest(
-        dataset="demo",
+        dataset=schema.name,
         snapshot_id=snapshot_id,
         path=str(path),
         row_count=frame.height,

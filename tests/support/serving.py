@@ -1,10 +1,20 @@
-"""Serving test doubles that are not the system under test: a served model's provenance without a model."""
+"""Serving in tests: a served model's provenance without a model (a test double for the parts that do not
+predict), and the serving service itself run as a subprocess, as compose runs it."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import httpx
+
 from services.serving.holder import LoadedModel
+from shared.ops.embedded import free_port
+from tests.support.processes import kill_all_with_env
 
 
 def loaded_model_stub(**fields: Any) -> LoadedModel:
@@ -23,3 +33,57 @@ def loaded_model_stub(**fields: Any) -> LoadedModel:
         "schema": None,
     }
     return LoadedModel(**{**placeholders, **fields})
+
+
+class ServingServer:
+    """``mesh run serving`` (bentoml serve, as compose runs it) as a subprocess on a free port, in a state
+    directory of its own (which finds its workers, however BentoML starts them, when it is stopped)."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.port = free_port()
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "BENTOML_"))}
+        self.env = {
+            **base,
+            "MESH_HOST": "127.0.0.1",
+            "MESH_SERVING_PORT": str(self.port),
+            "MESH_STATE_DIR": str(root / "state"),
+            "BENTOML_HOME": str(root / "bentoml"),
+            **env,
+        }
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "serving.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServingServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "mesh"), "run", "serving"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def alive(self) -> bool:
+        """Up and answering /healthz; fails (with the log's tail) if the server exited."""
+        assert self.proc is not None and self.proc.poll() is None, self.log_tail()
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        kill_all_with_env("MESH_STATE_DIR", self.env["MESH_STATE_DIR"])
