@@ -6,11 +6,11 @@ import asyncio
 from typing import Any
 
 from services.training.deps import TrainingDeps
-from services.training.trainer import train
+from services.training.trainer import announcement, train
 from services.training.windows import latest_window
 from shared import events
 from shared.bus import PermanentError
-from shared.events import Envelope, FeaturesReady, ModelTrained, RetrainRequested
+from shared.events import Envelope, FeaturesReady, RetrainRequested
 from shared.ml.feature_sets import FeatureSetManifest, require_manifest
 from shared.ml.modeling import load_model_config
 
@@ -61,15 +61,6 @@ async def train_and_announce(
             correlation_id=event.correlation_id,
         )
         span.set_attribute("mesh.run_id", run.run_id)
-    payload = ModelTrained(
-        dataset=dataset,
-        model_name=config.model_name,
-        run_id=run.run_id,
-        model_uri=run.model_uri,
-        metrics=run.metrics,
-        feature_set_id=manifest.feature_set_id,
-        snapshot_ids=manifest.snapshot_ids,
-        params=run.params,
-    )
+    payload = announcement(config, manifest, run)
     await deps.bus.emit(events.MODEL_TRAINED, payload, cause=event)
     deps.log.info("model trained", run_id=run.run_id, metrics=run.metrics, model=config.model_name)

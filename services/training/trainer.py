@@ -13,12 +13,14 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from opentelemetry import trace
 
+from shared.events import ModelTrained
 from shared.ml.feature_sets import FeatureSetManifest
 from shared.ml.modeling import (
     SKOPS_TRUSTED_TYPES,
     ModelConfig,
     evaluate,
     make_estimator,
+    model_requirements,
     positive_scores,
     servable,
 )
@@ -32,6 +34,20 @@ class TrainedRun:
     model_uri: str
     metrics: dict[str, float]
     params: dict[str, Any]
+
+
+def announcement(config: ModelConfig, manifest: FeatureSetManifest, run: TrainedRun) -> ModelTrained:
+    """What ``model.trained`` says of ``run``: the candidate, its metrics and the data behind it."""
+    return ModelTrained(
+        dataset=manifest.dataset,
+        model_name=config.model_name,
+        run_id=run.run_id,
+        model_uri=run.model_uri,
+        metrics=run.metrics,
+        feature_set_id=manifest.feature_set_id,
+        snapshot_ids=manifest.snapshot_ids,
+        params=run.params,
+    )
 
 
 def experiment_name(dataset: str) -> str:
@@ -143,6 +159,7 @@ def train(
             signature=signature,
             input_example=example,
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            pip_requirements=model_requirements(),
         )
         mlflow.log_artifact(str(manifest.pipeline_path), artifact_path="features")
         mlflow.log_artifact(str(manifest.profile_path), artifact_path="features")

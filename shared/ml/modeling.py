@@ -8,6 +8,7 @@ its own.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import time
 from pathlib import Path
@@ -32,6 +33,17 @@ PREVIOUS = "previous"
 
 # Types a logged model may contain beyond what skops trusts by default, reviewed one by one: loading a
 # model runs no code outside this list (MLflow saves scikit-learn models with skops).
+# What a logged model needs installed to load (besides the mesh's own shared/ package, whose feature
+# transformer it holds). Given explicitly: otherwise MLflow infers them by loading the model in a
+# subprocess, which took most of the time of logging a model (../shared/notes/dependencies.md).
+MODEL_REQUIREMENTS = ("scikit-learn", "polars", "numpy", "scipy", "skops", "threadpoolctl")
+
+
+def model_requirements() -> list[str]:
+    """``MODEL_REQUIREMENTS`` pinned to the versions installed here, the ones the model was fitted with."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_REQUIREMENTS]
+
+
 SKOPS_TRUSTED_TYPES = [
     "shared.ml.features.FeatureTransformer",  # ours: carries the feature spec and fitted state as plain data
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # written by our own training
