@@ -104,29 +104,40 @@ def demo() -> None:
 @app.command("demo-data")
 def demo_data(
     out: Path = typer.Option(..., help="CSV file to write"),
-    rows: int = typer.Option(2000, min=1),
+    dataset: str = typer.Option("demo", help="demo (synthetic churn) or cancer (sklearn's breast cancer)"),
+    rows: int | None = typer.Option(None, min=1, help="rows [default: 2000 for demo, all 569 for cancer]"),
     seed: int = typer.Option(0),
     covariate_shift: float = typer.Option(
         0.0, help="0 = reference distribution; 1 = strongly shifted inputs"
     ),
     concept_shift: float = typer.Option(
-        0.0, help="0 = reference relationship; 1 = strongly changed label rule"
+        0.0, help="0 = reference relationship; 1 = strongly changed label rule (demo only)"
     ),
     label_noise: float = typer.Option(0.0, min=0.0, max=1.0, help="share of labels shuffled (1 = poisoned)"),
 ) -> None:
-    """Write a seeded synthetic churn batch (the `demo` dataset) as CSV."""
-    from shared.ops.demo_data import generate
+    """Write a seeded batch of a demo dataset as CSV: synthetic churn (`demo`) or breast cancer (`cancer`)."""
+    from shared.ops.demo_data import cancer, generate
 
-    frame = generate(
-        rows=rows,
-        seed=seed,
-        covariate_shift=covariate_shift,
-        concept_shift=concept_shift,
-        label_noise=label_noise,
-    )
+    if dataset == "cancer":
+        if concept_shift:
+            raise typer.BadParameter("the cancer dataset has no concept shift", param_hint="--concept-shift")
+        try:
+            frame = cancer(rows=rows, seed=seed, covariate_shift=covariate_shift, label_noise=label_noise)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    elif dataset == "demo":
+        frame = generate(
+            rows=2000 if rows is None else rows,
+            seed=seed,
+            covariate_shift=covariate_shift,
+            concept_shift=concept_shift,
+            label_noise=label_noise,
+        )
+    else:
+        raise typer.BadParameter(f"{dataset!r} is not one of: demo, cancer", param_hint="--dataset")
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.write_csv(out)
-    console.print(f"wrote {frame.height} rows to {out}")
+    console.print(f"wrote {frame.height} rows of {dataset} to {out}")
 
 
 @app.command()

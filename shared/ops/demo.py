@@ -1,7 +1,9 @@
 """``mesh demo``: the product's promise, end to end, on the local stack.
 
-Upload data and a validated model is trained, registered and served; upload more and a better model
-replaces it in the live server; upload a label-shuffled batch and the gate rejects it.
+Upload data and a validated model is trained, registered and served, one model per dataset: the churn
+model of the synthetic ``demo`` dataset and the cancer model of scikit-learn's breast-cancer data, both
+served side by side. Upload more churn data and a better model replaces it in the live server; upload a
+label-shuffled batch and the gate rejects it; drifted traffic and late labels retrain it.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from rich.console import Console
 from rich.panel import Panel
 
 from shared import events
+from shared.ml.modeling import load_model_config
 from shared.ops import launcher
-from shared.ops.demo_data import EXAMPLE_RECORD, generate
+from shared.ops.demo_data import EXAMPLE_RECORD, cancer, cancer_record, generate
 from shared.ops.driver import MeshDriver, MeshDriverError
 from shared.runtime.settings import MeshSettings
 
 STEP_TIMEOUT_S = 300.0
+DATASETS = ("demo", "cancer")  # each trains its own model (deploy/config/models/<dataset>.yaml)
+SHOWN_FIELDS = 8  # fields of an example request printed: all of a churn record, the start of a cancer one
 
 
 class Demo:
@@ -33,14 +38,16 @@ class Demo:
         self.console = console
         self.mesh = MeshDriver(settings, wait_timeout=STEP_TIMEOUT_S)
         self.workdir = settings.state_dir / "demo"
+        self.models = {d: load_model_config(settings.config_dir, d).model_name for d in DATASETS}
 
-    def upload(self, name: str, **knobs: Any) -> dict[str, Any]:
-        """Generate a batch (``demo_data.generate`` knobs), keep it as <state>/demo/<name>.csv, upload it."""
+    def upload(self, name: str, dataset: str = "demo", **knobs: Any) -> dict[str, Any]:
+        """Make a batch of ``dataset`` (``demo_data.generate`` or ``demo_data.cancer`` knobs), keep it as
+        <state>/demo/<name>.csv, upload it."""
         path = self.workdir / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        batch = generate(**knobs)
+        batch = cancer(**knobs) if dataset == "cancer" else generate(**knobs)
         batch.write_csv(path)
-        body = self.mesh.upload(batch)
+        body = self.mesh.upload(batch, dataset)
         state = "already known" if body["duplicate"] else "stored"
         self.console.print(
             f"  uploaded [bold]{path}[/bold]: {body['row_count']} rows, {state} as snapshot "
@@ -48,44 +55,66 @@ class Demo:
         )
         return body
 
-    def predict_example(self) -> None:
-        response = self.mesh.predict(EXAMPLE_RECORD)
-        self.console.print(f"  POST /predict {json.dumps(EXAMPLE_RECORD)}")
+    def predict_example(self, dataset: str = "demo") -> None:
+        record = EXAMPLE_RECORD if dataset == "demo" else cancer_record()
+        model = self.models[dataset]
+        response = self.mesh.predict(record, model)
+        shown = json.dumps(dict(list(record.items())[:SHOWN_FIELDS]))
+        if len(record) > SHOWN_FIELDS:
+            shown = f"{shown[:-1]}, ... ({len(record)} fields)}}"
+        self.console.print(f'  POST /predict {{"model": "{model}", "features": {shown}}}')
         self.console.print(f"  -> {response.status_code} {response.text}")
         for header in ("x-model-version", "x-model-lineage"):
             self.console.print(f"     {header}: {response.headers.get(header)}")
 
-    def lineage(self, model: dict[str, Any]) -> None:
-        root = self.settings.effective_data_root.resolve() / "datasets" / "demo" / "snapshots"
+    def lineage(self, model: dict[str, Any], dataset: str = "demo") -> None:
+        root = self.settings.effective_data_root.resolve() / "datasets" / dataset / "snapshots"
         self.console.print(
             f"  model [bold]{model['name']} v{model['version']}[/bold]: MLflow run {model['run_id']}, "
             f"feature set {model['feature_set_id']}"
         )
-        for snapshot in model["snapshot_ids"]:
+        for snapshot in model.get("snapshot_ids", []):
             self.console.print(f"     trained on snapshot {root / (snapshot + '.parquet')}")
+
+    def last_promotion(self, model: str) -> events.ModelPromoted:
+        for event in reversed(self.mesh.events(events.MODEL_PROMOTED)):
+            if event.payload.model_name == model:
+                return event.payload
+        raise MeshDriverError(f"no promotion of {model} on {events.MODEL_PROMOTED}")
 
     def run(self) -> None:
         c, mesh = self.console, self.mesh
-        c.rule("1. first batch: 600 rows")
+        churn, cancer_model = self.models["demo"], self.models["cancer"]
+        c.rule("1. first batches: 600 churn rows, and the 569 samples of the breast-cancer data")
         self.upload("batch-1", rows=600, seed=1)
+        self.upload("cancer-1", dataset="cancer")
         started = time.monotonic()
-        first = mesh.wait_for_model("a first model to serve", lambda _: True)
+        first = mesh.wait_for_model(f"a first {churn} to serve", lambda _: True, churn)
         c.print(
-            f"  a model serves after {time.monotonic() - started:.1f}s (ingest -> features -> training -> "
+            f"  {churn} serves after {time.monotonic() - started:.1f}s (ingest -> features -> training -> "
             "registry gate -> serving)"
+        )
+        diagnosis = mesh.wait_for_model(f"a first {cancer_model} to serve", lambda _: True, cancer_model)
+        c.print(
+            f"  {cancer_model} serves beside it after {time.monotonic() - started:.1f}s: one server, "
+            "each request names its model"
         )
         self.lineage(first)
         self.predict_example()
+        self.lineage(diagnosis, "cancer")
+        self.predict_example("cancer")
 
         c.rule("2. a better-informed batch: 4,000 more rows")
         self.upload("batch-2", rows=4000, seed=2)
         started = time.monotonic()
-        second = mesh.wait_for_model("the new version to serve", lambda m: m["version"] != first["version"])
+        second = mesh.wait_for_model(
+            "the new version to serve", lambda m: m["version"] != first["version"], churn
+        )
         c.print(
             f"  hot swap: v{first['version']} -> [bold green]v{second['version']}[/bold green] after "
             f"{time.monotonic() - started:.1f}s, without restarting the server"
         )
-        evidence = mesh.last_event(events.MODEL_PROMOTED).payload.evidence
+        evidence = self.last_promotion(churn).evidence
         champion = evidence.get("champion") or {}
         c.print(
             f"  gate evidence on the same holdout: candidate roc_auc "
@@ -103,22 +132,22 @@ class Demo:
         c.print("  [bold red]rejected[/bold red] by the registry gate:")
         for reason in rejection.reasons:
             c.print(f"     - {reason}")
-        still = mesh.served_model()
+        still = mesh.served_model(churn)
         c.print(f"  still serving v{still['version'] if still else '?'}: a worse candidate never serves")
         self.drift(still or second)
 
     def drift(self, serving: dict[str, Any]) -> None:
-        c, mesh = self.console, self.mesh
+        c, mesh, churn = self.console, self.mesh, self.models["demo"]
         c.rule("4. live traffic drifts: 1,500 requests with shifted inputs, no labels yet")
         detected_before = mesh.count(events.DRIFT_DETECTED)
-        mesh.send_traffic(generate(rows=1500, seed=4, covariate_shift=1.0))
+        mesh.send_traffic(generate(rows=1500, seed=4, covariate_shift=1.0), churn)
         mesh.wait_for("drift to be detected", lambda: mesh.count(events.DRIFT_DETECTED) > detected_before)
         detected = mesh.last_event(events.DRIFT_DETECTED).payload
         c.print(
             f"  [bold yellow]drift detected[/bold yellow] on v{detected.model_version}: "
             f"{', '.join(detected.fired[:6])}"
         )
-        state = mesh.drift()["latest"]["decision"]
+        state = mesh.drift(churn)["latest"]["decision"]
         c.print(
             f"  trigger policy: {'retrain' if state['retrain'] else 'hold'} ({'; '.join(state['reasons'])})"
         )
@@ -126,13 +155,13 @@ class Demo:
         c.rule("5. the world changes: 2,000 requests under a new churn rule, then their labels")
         retrains_before = mesh.count(events.RETRAIN_REQUESTED)
         shifted = generate(rows=2000, seed=5, concept_shift=1.0)
-        sent = mesh.send_labels(mesh.send_traffic(shifted), shifted["churned"])
+        sent = mesh.send_labels(mesh.send_traffic(shifted, churn), shifted["churned"])
         c.print(f"  sent {sent} labels to the monitor (POST /labels)")
         mesh.wait_for("a retrain request", lambda: mesh.count(events.RETRAIN_REQUESTED) > retrains_before)
         retrain = mesh.last_event(events.RETRAIN_REQUESTED).payload
         c.print(f"  [bold]retrain requested[/bold]: {retrain.reason}")
         fresh = mesh.wait_for_model(
-            "the retrained version to serve", lambda m: m["version"] != serving["version"]
+            "the retrained version to serve", lambda m: m["version"] != serving["version"], churn
         )
         episode = self.episode_started_at(retrain.evidence.get("episode_event_id"))
         elapsed = (datetime.now(UTC) - episode).total_seconds() if episode else float("nan")
@@ -151,20 +180,27 @@ class Demo:
 
     def where_to_look(self) -> None:
         mlflow_url, mesh = self.settings.effective_mlflow_uri, self.mesh
+        churn, cancer_model = self.models["demo"], self.models["cancer"]
+        more = " " * 40  # a second line under the first one's value
         self.console.print(
             Panel.fit(
                 "\n".join(
                     [
-                        f"MLflow UI (runs, lineage, registry):  {mlflow_url}/#/models/churn-demo",
-                        f"Serving (BentoML, Swagger UI at /):     {mesh.serving}   GET /model, POST /predict",
+                        f"MLflow UI (runs, lineage, registry):    {mlflow_url}/#/models/{churn}",
+                        f"{more}{mlflow_url}/#/models/{cancer_model}",
+                        f"Serving (BentoML, Swagger UI at /):     {mesh.serving}/models   (GET /models/NAME)",
+                        f'{more}POST /predict {{"model": NAME, "features": {{...}}}}',
                         f"Ingest:                                 {mesh.ingest}/datasets/demo/snapshots",
-                        f"Registry:                               {mesh.registry}/models/churn-demo",
-                        f"Drift report:                           {mesh.monitor}/drift/report",
+                        f"{more}{mesh.ingest}/datasets/cancer/snapshots",
+                        f"Registry:                               {mesh.registry}/models/{churn}",
+                        f"{more}{mesh.registry}/models/{cancer_model}",
+                        f"Drift reports:                          {mesh.monitor}/drift/{churn}/report",
+                        f"{more}{mesh.monitor}/drift/{cancer_model}/report",
                         f"Events:   redis-cli -p {self.settings.redis_port} XRANGE model.promoted - +",
                         f"Logs:     {self.settings.state_dir.resolve() / 'logs'}   (make logs)",
                         f'Rollback: curl -X POST -H "Authorization: Bearer $(cat '
                         f'{self.settings.state_dir.resolve() / "registry-token"})" '
-                        f"{mesh.registry}/models/churn-demo/rollback",
+                        f"{mesh.registry}/models/{churn}/rollback",
                         "The stack keeps running: stop it with `make down`.",
                     ]
                 ),

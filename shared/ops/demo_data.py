@@ -1,4 +1,5 @@
-"""Seeded synthetic customer-churn data for the ``demo`` dataset (``deploy/config/datasets/demo.yaml``).
+"""Demo data: seeded synthetic customer churn for the ``demo`` dataset (``deploy/config/datasets/demo.yaml``),
+and scikit-learn's bundled breast-cancer data for the ``cancer`` dataset (see :func:`cancer`).
 
 ``generate(rows=..., seed=...)`` returns a polars frame whose columns, order and dtypes match the declared
 schema. The same arguments always give the same frame. Three knobs let the demo show what the mesh is meant
@@ -19,6 +20,7 @@ to catch:
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -223,3 +225,105 @@ def _as_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+# --- the cancer dataset ---------------------------------------------------------------------------------
+
+CANCER_ROWS = 569  # the Wisconsin diagnostic breast-cancer data as bundled with scikit-learn
+# covariate_shift scales the size measurements of the cell nuclei (radius, perimeter, area; each as mean,
+# standard error and worst of an image), as a recalibrated scanner would: lengths by k, areas by k**2.
+_CANCER_SHIFT_PER_UNIT = 0.2  # covariate_shift = 1 reads every length 20% larger (areas 44%)
+
+
+@functools.cache
+def _cancer_source() -> pl.DataFrame:
+    """The bundled data as one frame: snake_case feature columns, then ``malignant`` (1 = malignant).
+
+    scikit-learn codes the target 0 = malignant, 1 = benign; the dataset declares the label the other
+    way round, so a positive score means "malignant" as a clinician would read it.
+    """
+    from sklearn.datasets import load_breast_cancer  # slow to import; only a cancer batch needs it
+
+    bunch = load_breast_cancer()
+    columns = {str(name).replace(" ", "_"): bunch.data[:, j] for j, name in enumerate(bunch.feature_names)}
+    return pl.DataFrame({**columns, "malignant": (1 - bunch.target).astype(np.int64)})
+
+
+def cancer_feature_columns() -> list[str]:
+    """The 30 measurement columns of the cancer dataset, in the declared order."""
+    return [c for c in _cancer_source().columns if c != "malignant"]
+
+
+def cancer_record(index: int = 0) -> dict[str, object]:
+    """One sample's measurements, as a prediction request names them (row 0 is a malignant tumour)."""
+    return _cancer_source().drop("malignant").row(index, named=True)
+
+
+def cancer(
+    *,
+    rows: int | None = None,
+    seed: int = 0,
+    covariate_shift: float = 0.0,
+    label_noise: float = 0.0,
+    start: datetime | None = None,
+    event_time: bool = True,
+) -> pl.DataFrame:
+    """A batch of the ``cancer`` dataset (``deploy/config/datasets/cancer.yaml``) from real data, offline.
+
+    ``rows=None`` gives all 569 samples in their bundled order; ``rows=n`` a seeded sample of ``n``
+    distinct samples. Ids name the bundled row (``wdbc-000``..``wdbc-568``), so a sample keeps its id, and
+    its side of the train/holdout split, in every batch it is part of. The knobs:
+
+    * ``covariate_shift`` (>= 0): every size measurement (radius, perimeter and area, as mean, error and
+      worst) reads larger, as from a recalibrated scanner: lengths by ``1 + 0.2 * shift``, areas by its
+      square. Labels stay those of the samples. Up to 2 stays within the declared ranges.
+    * ``label_noise`` (0..1): that share of rows has its labels shuffled among themselves.
+
+    ``event_time`` adds the column (declared optional): ``start`` and then one to five minutes apart.
+    """
+    if rows is not None and not 0 <= rows <= CANCER_ROWS:
+        raise ValueError(f"rows must be in [0, {CANCER_ROWS}] (the dataset's size), got {rows}")
+    if covariate_shift < 0:
+        raise ValueError(f"covariate_shift must be >= 0, got {covariate_shift}")
+    if not 0.0 <= label_noise <= 1.0:
+        raise ValueError(f"label_noise must be in [0, 1], got {label_noise}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+
+    rng = np.random.default_rng(seed)
+    source = _cancer_source().with_row_index("row")
+    n = CANCER_ROWS if rows is None else rows
+    # Drawn in a fixed order whatever the knobs are, as in generate(): the knobs change only what they name.
+    picked = np.arange(CANCER_ROWS) if rows is None else rng.choice(CANCER_ROWS, size=n, replace=False)
+    gaps_s = rng.integers(60, 301, size=n)
+    frame = source[picked]
+
+    k = 1.0 + _CANCER_SHIFT_PER_UNIT * float(covariate_shift)
+    if k != 1.0:
+        factors = {"radius": k, "perimeter": k, "area": k * k}
+        frame = frame.with_columns(
+            (pl.col(c) * factors[measure]).round(6)
+            for c in cancer_feature_columns()
+            if (measure := _cancer_measure(c)) in factors
+        )
+
+    labels = frame["malignant"].to_numpy().copy()
+    n_noisy = round(label_noise * n)
+    if n_noisy > 1:
+        noisy = rng.choice(n, size=n_noisy, replace=False)
+        labels[noisy] = labels[noisy][rng.permutation(n_noisy)]
+
+    first = _as_utc(start or DEFAULT_START)
+    offsets_s = np.cumsum(gaps_s) - gaps_s[:1].sum()
+    times = pl.Series("event_time", [first + timedelta(seconds=int(o)) for o in offsets_s])
+    return frame.select(
+        (pl.lit("wdbc-") + pl.col("row").cast(pl.String).str.zfill(3)).alias("sample_id"),
+        *([times.cast(pl.Datetime("us", "UTC"))] if event_time else []),
+        *cancer_feature_columns(),
+        pl.Series("malignant", labels, dtype=pl.Int64),
+    )
+
+
+def _cancer_measure(column: str) -> str:
+    """``mean_radius``, ``radius_error``, ``worst_radius`` -> ``radius``."""
+    return column.removeprefix("mean_").removeprefix("worst_").removesuffix("_error")

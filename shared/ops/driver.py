@@ -25,8 +25,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 TRAFFIC_CHUNK = 250  # records per /predict_batch request
-# A generated batch's id, time and label columns: what a prediction request does not carry.
-NOT_FEATURES = ("customer_id", "event_time", "churned")
+DEFAULT_MODEL = "churn-demo"  # the demo dataset's model (deploy/config/models/demo.yaml)
 
 
 class MeshDriverError(RuntimeError):
@@ -45,6 +44,7 @@ class MeshDriver:
         self.monitor = f"http://127.0.0.1:{settings.monitor_port}"
         self.redis = redis.Redis.from_url(settings.effective_redis_url)
         self.http = httpx.Client(timeout=60.0)
+        self._inputs: dict[str, list[str]] = {}
 
     @functools.cached_property
     def mlflow(self) -> MlflowClient:
@@ -71,26 +71,33 @@ class MeshDriver:
         """``check``'s first truthy result; TimeoutError naming ``what`` after ``wait_timeout``."""
         return wait_until(check, timeout=self.wait_timeout, what=what)
 
-    def served_model(self) -> dict[str, Any] | None:
-        """What serving says it serves (GET /model), None while it serves nothing or does not answer."""
+    def served_model(self, model: str = DEFAULT_MODEL) -> dict[str, Any] | None:
+        """What serving says of ``model`` (GET /models/{name}) once a version of it is in memory and
+        answering; None before, or while serving does not answer."""
         try:
-            response = self.http.get(f"{self.serving}/model")
+            response = self.http.get(f"{self.serving}/models/{model}")
         except httpx.HTTPError:
             return None
-        model: dict[str, Any] | None = response.json() if response.status_code == 200 else None
-        return model
+        if response.status_code != 200:
+            return None
+        body: dict[str, Any] = response.json()
+        return body if body.get("loaded") else None
 
-    def wait_for_model(self, what: str, accept: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        """The served model once ``accept`` takes it."""
+    def wait_for_model(
+        self, what: str, accept: Callable[[dict[str, Any]], bool], model: str = DEFAULT_MODEL
+    ) -> dict[str, Any]:
+        """What serving says of ``model`` once ``accept`` takes it."""
 
         def accepted() -> dict[str, Any] | None:
-            model = self.served_model()
-            return model if model is not None and accept(model) else None
+            served = self.served_model(model)
+            return served if served is not None and accept(served) else None
 
         return self.wait_for(what, accepted)
 
-    def wait_for_version(self, version: str) -> dict[str, Any]:
-        return self.wait_for_model(f"serving version {version}", lambda m: m["version"] == version)
+    def wait_for_version(self, version: str, model: str = DEFAULT_MODEL) -> dict[str, Any]:
+        return self.wait_for_model(
+            f"serving {model} version {version}", lambda m: m["version"] == version, model
+        )
 
     # --- the bus -------------------------------------------------------------------------------------
 
@@ -119,15 +126,29 @@ class MeshDriver:
         )
         return _expect(response, 200, 201)
 
-    def predict(self, features: dict[str, Any]) -> httpx.Response:
-        return self.http.post(f"{self.serving}/predict", json={"features": features})
+    def predict(self, features: dict[str, Any], model: str = DEFAULT_MODEL) -> httpx.Response:
+        return self.http.post(f"{self.serving}/predict", json={"model": model, "features": features})
 
-    def send_traffic(self, batch: pl.DataFrame) -> list[str]:
-        """Send ``batch``'s records, features only, through /predict_batch as live traffic; the
-        request ids serving gave them, in order."""
+    def input_columns(self, model: str = DEFAULT_MODEL) -> list[str]:
+        """The raw columns a request to ``model`` carries: the inputs of its dataset's declared features."""
+        if model not in self._inputs:
+            from shared.ml.features import load_feature_spec
+            from shared.ml.modeling import model_configs  # imports scikit-learn: only when asked
+
+            config_dir = self.settings.config_dir
+            datasets = [c.dataset for c in model_configs(config_dir) if c.model_name == model]
+            if not datasets:
+                raise MeshDriverError(f"model {model!r} is not declared under {config_dir / 'models'}")
+            self._inputs[model] = load_feature_spec(config_dir, datasets[0]).input_columns
+        return self._inputs[model]
+
+    def send_traffic(self, batch: pl.DataFrame, model: str = DEFAULT_MODEL) -> list[str]:
+        """Send ``batch``'s records, the model's inputs only (no id, time or label), through /predict_batch
+        as live traffic for ``model``; the request ids serving gave them, in order."""
         request_ids: list[str] = []
-        for chunk in batch.drop(*NOT_FEATURES).iter_slices(TRAFFIC_CHUNK):
-            response = self.http.post(f"{self.serving}/predict_batch", json={"records": chunk.to_dicts()})
+        for chunk in batch.select(self.input_columns(model)).iter_slices(TRAFFIC_CHUNK):
+            body = {"model": model, "records": chunk.to_dicts()}
+            response = self.http.post(f"{self.serving}/predict_batch", json=body)
             request_ids += [p["request_id"] for p in _expect(response, 200)["predictions"]]
         return request_ids
 
@@ -137,9 +158,10 @@ class MeshDriver:
         _expect(self.http.post(f"{self.monitor}/labels", json={"labels": body}), 202)
         return len(body)
 
-    def drift(self) -> dict[str, Any]:
-        """The monitor's drift state (GET /drift): windows seen and the latest window's decision."""
-        return _expect(self.http.get(f"{self.monitor}/drift"), 200)
+    def drift(self, model: str = DEFAULT_MODEL) -> dict[str, Any]:
+        """The monitor's drift state of ``model`` (GET /drift/{model}): windows seen and the latest
+        window's decision."""
+        return _expect(self.http.get(f"{self.monitor}/drift/{model}"), 200)
 
 
 def _expect(response: httpx.Response, *statuses: int) -> dict[str, Any]:

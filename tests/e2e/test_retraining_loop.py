@@ -2,7 +2,8 @@
 server, ingest, features, training, registry and the BentoML serving service, on free loopback ports.
 
 The tests of this module are one scenario, in order: a first model serves; a better one replaces it under
-load; a poisoned one is rejected; rollback serves the previous version; lineage leads to the data.
+load; a poisoned one is rejected; rollback serves the previous version; lineage leads to the data; drift
+and labels retrain it; a second dataset's model serves beside it, each moving on its own.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from services.ingest.batches import content_hash, validate_batch
 from shared import events
 from shared.ml.datasets import load_schema
 from shared.ops import launcher
-from shared.ops.demo_data import EXAMPLE_RECORD, generate
+from shared.ops.demo_data import EXAMPLE_RECORD, cancer, cancer_record, generate
 from shared.ops.driver import MeshDriver
 from shared.ops.embedded import free_port
 from shared.ops.processes import registry_token
@@ -33,6 +34,7 @@ from shared.runtime.settings import SERVICE_NAMES, MeshSettings
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 MODEL = "churn-demo"
+CANCER = "cancer-demo"  # the second model, of deploy/config/*/cancer.yaml
 RECORD = EXAMPLE_RECORD
 
 
@@ -41,6 +43,19 @@ def upload(mesh: MeshDriver, **knobs: Any) -> dict[str, Any]:
     ingested = mesh.upload(generate(**knobs))
     assert not ingested["duplicate"], ingested  # ingest answered 201 Created, not 200 (already known)
     return ingested
+
+
+async def predict_until(
+    mesh: MeshDriver, model: str, features: dict[str, Any], stop: asyncio.Event, log: list[tuple[int, str]]
+) -> None:
+    """One client's sequential /predict requests for ``model`` until ``stop``: (status, version) each."""
+    async with httpx.AsyncClient(base_url=mesh.serving, timeout=30) as http:
+        while not stop.is_set():
+            try:
+                response = await http.post("/predict", json={"model": model, "features": features})
+                log.append((response.status_code, response.headers.get("x-model-version", "")))
+            except httpx.HTTPError as exc:
+                log.append((0, type(exc).__name__))
 
 
 @pytest.fixture(scope="module")
@@ -78,21 +93,23 @@ def test_data_in_a_validated_model_out(mesh: MeshDriver) -> None:
     )
     assert mesh.mlflow.get_model_version_by_alias(MODEL, "champion").version == "1"
 
-    response = mesh.predict(RECORD)
+    response = mesh.predict(RECORD, MODEL)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["prediction"] in (0, 1) and 0.0 <= body["probability"] <= 1.0
     assert body["model"]["version"] == "1" and response.headers["x-model-version"] == f"{MODEL}/1"
     assert f"feature_set={served['feature_set_id']}" in response.headers["x-model-lineage"]
 
-    batch = mesh.http.post(f"{mesh.serving}/predict_batch", json={"records": [RECORD, {**RECORD, "age": 70}]})
+    two = {"model": MODEL, "records": [RECORD, {**RECORD, "age": 70}]}
+    batch = mesh.http.post(f"{mesh.serving}/predict_batch", json=two)
     assert batch.status_code == 200 and len(batch.json()["predictions"]) == 2
 
-    bad = mesh.predict({**RECORD, "region": "mars"})
+    bad = mesh.predict({**RECORD, "region": "mars"}, MODEL)
     assert bad.status_code == 422 and bad.json()["field"] == "features.region"
-    unknown = mesh.predict({**RECORD, "colour": "red"})
+    unknown = mesh.predict({**RECORD, "colour": "red"}, MODEL)
     assert unknown.status_code == 422 and unknown.json()["field"] == "features.colour"
-    missing = mesh.http.post(f"{mesh.serving}/predict_batch", json={"records": [RECORD, {"age": 30}]})
+    incomplete = {"model": MODEL, "records": [RECORD, {"age": 30}]}
+    missing = mesh.http.post(f"{mesh.serving}/predict_batch", json=incomplete)
     assert missing.status_code == 422 and missing.json()["field"].startswith("records[1].")
 
     # Served predictions are published for the monitor, off the response path.
@@ -103,19 +120,10 @@ def test_data_in_a_validated_model_out(mesh: MeshDriver) -> None:
 def test_a_better_model_is_hot_swapped_under_load_without_a_failed_request(mesh: MeshDriver) -> None:
     mesh.wait_for_version("1")
 
-    async def client(stop: asyncio.Event, log: list[tuple[int, str]]) -> None:
-        async with httpx.AsyncClient(base_url=mesh.serving, timeout=30) as http:
-            while not stop.is_set():
-                try:
-                    response = await http.post("/predict", json={"features": RECORD})
-                    log.append((response.status_code, response.headers.get("x-model-version", "")))
-                except httpx.HTTPError as exc:
-                    log.append((0, type(exc).__name__))
-
     async def scenario() -> list[list[tuple[int, str]]]:
         stop = asyncio.Event()
         logs: list[list[tuple[int, str]]] = [[] for _ in range(6)]
-        tasks = [asyncio.create_task(client(stop, log)) for log in logs]
+        tasks = [asyncio.create_task(predict_until(mesh, MODEL, RECORD, stop, log)) for log in logs]
         await asyncio.sleep(1.0)
         await asyncio.to_thread(upload, mesh, rows=4000, seed=2)
         await asyncio.to_thread(mesh.wait_for_version, "2")
@@ -186,7 +194,7 @@ def test_drifted_traffic_and_late_labels_lead_to_a_new_champion(mesh: MeshDriver
     # Inputs drift: the monitor sees it, but holds the retrain until labels give it data to learn from.
     # (Earlier load, one record repeated, may already have opened an episode: judge the latest window.)
     windows_before = mesh.drift()["windows"]
-    mesh.send_traffic(generate(rows=1500, seed=41, covariate_shift=1.0))
+    mesh.send_traffic(generate(rows=1500, seed=41, covariate_shift=1.0), MODEL)
 
     def shifted_window() -> dict[str, Any] | None:
         state = mesh.drift()
@@ -204,7 +212,7 @@ def test_drifted_traffic_and_late_labels_lead_to_a_new_champion(mesh: MeshDriver
 
     # The rule changes and the labels arrive over HTTP: one retrain, and the gate promotes the result.
     shifted = generate(rows=2000, seed=42, concept_shift=1.0)
-    ids = mesh.send_traffic(shifted)
+    ids = mesh.send_traffic(shifted, MODEL)
     bad = mesh.http.post(f"{mesh.monitor}/labels", json={"labels": [{"label": 1}]})
     assert bad.status_code == 422 and bad.json()["field"] == "labels[0]"
     assert mesh.send_labels(ids, shifted["churned"]) == 2000  # accepted (202), else MeshDriverError
@@ -214,7 +222,7 @@ def test_drifted_traffic_and_late_labels_lead_to_a_new_champion(mesh: MeshDriver
     [promoted] = [e for e in mesh.events(events.MODEL_PROMOTED) if e.payload.version == "3"]
     assert promoted.correlation_id == retrain.correlation_id
     assert len(mesh.events(events.RETRAIN_REQUESTED)) == 1
-    report = mesh.http.get(f"{mesh.monitor}/drift/report")
+    report = mesh.http.get(f"{mesh.monitor}/drift/{MODEL}/report")
     assert report.status_code == 200 and "data:image/png;base64," in report.text
 
 
@@ -283,3 +291,63 @@ def test_every_service_exports_its_metrics(mesh: MeshDriver, service: str, famil
     assert response.status_code == 200
     exported = {family.name for family in text_string_to_metric_families(response.text)}
     assert families <= exported, sorted(families - exported)
+
+
+def test_a_second_model_serves_beside_the_first_and_each_moves_on_its_own(mesh: MeshDriver) -> None:
+    """A second dataset's model is served by the same serving process; rolling one model back and
+    forth under load on both fails no request and never touches the other; both retrain at once."""
+    churn = mesh.mlflow.get_model_version_by_alias(MODEL, "champion").version
+    ingested = mesh.upload(cancer(), dataset="cancer")
+    assert not ingested["duplicate"]
+    mesh.wait_for_version("1", CANCER)
+    answer = mesh.predict(cancer_record(0), CANCER)
+    assert answer.status_code == 200 and answer.headers["x-model-version"] == f"{CANCER}/1"
+    assert mesh.predict(RECORD, MODEL).headers["x-model-version"] == f"{MODEL}/{churn}"
+    listed = mesh.http.get(f"{mesh.serving}/models").json()
+    assert {MODEL, CANCER} <= {m["name"] for m in listed["models"]}
+
+    auth = {"authorization": f"Bearer {registry_token(mesh.settings)}"}
+    previous = mesh.mlflow.get_model_version_by_alias(MODEL, "previous").version
+
+    def move_churn(action: str, version: str) -> None:
+        body = {"version": version} if action == "promote" else None
+        response = mesh.http.post(f"{mesh.registry}/models/{MODEL}/{action}", json=body, headers=auth)
+        assert response.status_code == 200, response.text
+        mesh.wait_for_version(version, MODEL)
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        stop = asyncio.Event()
+        churn_log: list[Any] = []
+        cancer_log: list[Any] = []
+        tasks = [
+            asyncio.create_task(predict_until(mesh, MODEL, RECORD, stop, churn_log)),
+            asyncio.create_task(predict_until(mesh, CANCER, cancer_record(1), stop, cancer_log)),
+            asyncio.create_task(predict_until(mesh, CANCER, cancer_record(2), stop, cancer_log)),
+        ]
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(move_churn, "rollback", previous)
+        await asyncio.to_thread(move_churn, "promote", churn)
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.gather(*tasks)
+        return churn_log, cancer_log
+
+    churn_log, cancer_log = asyncio.run(scenario())
+    failures = [entry for entry in churn_log + cancer_log if entry[0] != 200]
+    assert not failures, f"{len(failures)} requests failed: {failures[:5]}"
+    assert {version for _, version in churn_log} == {f"{MODEL}/{churn}", f"{MODEL}/{previous}"}
+    assert {version for _, version in cancer_log} == {f"{CANCER}/1"}  # untouched by the other's moves
+    assert mesh.mlflow.get_model_version_by_alias(CANCER, "champion").version == "1"
+
+    # Both retrain at once: each decision names its own model, and only its own aliases may move.
+    def decisions(model: str) -> int:
+        decided = mesh.events(events.MODEL_PROMOTED) + mesh.events(events.MODEL_REJECTED)
+        return sum(1 for e in decided if e.payload.model_name == model)
+
+    before = {model: decisions(model) for model in (MODEL, CANCER)}
+    upload(mesh, rows=3000, seed=61)
+    mesh.upload(cancer(rows=500, seed=3), dataset="cancer")
+    mesh.wait_for("a decision on each model", lambda: all(decisions(m) > n for m, n in before.items()))
+    for model in (MODEL, CANCER):
+        champion = mesh.mlflow.get_model_version_by_alias(model, "champion").version
+        mesh.wait_for_version(champion, model)

@@ -1,8 +1,11 @@
-"""Expectations on the synthetic demo data, and the behaviour of its shift and noise knobs."""
+"""Expectations on the demo data: the synthetic churn data and the behaviour of its shift and noise knobs,
+and the breast-cancer batches of the ``cancer`` dataset against what that dataset declares."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -11,9 +14,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from typer.testing import CliRunner
 
+from services.ingest.batches import read_batch, validate_batch
+from services.monitor.policy import load_monitor_config
 from shared.ml.datasets import DatasetSchema, load_schema
-from shared.ops.demo_data import generate
+from shared.ml.features import load_feature_spec
+from shared.ml.modeling import load_model_config
+from shared.ops.cli import app
+from shared.ops.demo_data import CANCER_ROWS, cancer, cancer_feature_columns, cancer_record, generate
 from shared.runtime.settings import REPO_ROOT
 
 ROWS = 2_000
@@ -192,3 +201,125 @@ def test_partial_label_noise_weakens_signal(
 def test_rejects_bad_arguments(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         generate(**{"rows": 10, **kwargs})  # type: ignore[arg-type]
+
+
+# --- the cancer dataset (real data: scikit-learn's breast-cancer set) ----------------------------------
+
+CONFIG_DIR = REPO_ROOT / "deploy" / "config"
+
+
+@pytest.fixture(scope="module")
+def cancer_schema() -> DatasetSchema:
+    return load_schema(CONFIG_DIR, "cancer")
+
+
+def ingested(batch: pl.DataFrame, schema: DatasetSchema) -> pl.DataFrame:
+    """``batch`` uploaded as CSV and validated as ingest validates it; fails on any rule it breaks."""
+    frame, failures = validate_batch(read_batch(batch.write_csv().encode(), "csv", schema.name), schema)
+    assert failures == [], failures
+    return frame
+
+
+def test_the_cancer_configs_load_and_agree(cancer_schema: DatasetSchema) -> None:
+    spec = load_feature_spec(CONFIG_DIR, "cancer")  # also checks the spec against the schema
+    model = load_model_config(CONFIG_DIR, "cancer")
+    monitor = load_monitor_config(CONFIG_DIR, "cancer")
+    assert (model.model_name, model.dataset) == ("cancer-demo", "cancer")
+    assert monitor.model_name == model.model_name and spec.dataset == "cancer"
+    assert spec.target == cancer_schema.target == "malignant" and spec.id_column == "sample_id"
+    assert sorted(spec.input_columns) == sorted(cancer_feature_columns())  # every measurement is an input
+    assert cancer_schema.column("malignant").dtype == "int"
+    assert not cancer_schema.column("event_time").required
+    # Every model the mesh serves has a name of its own.
+    assert model.model_name != load_model_config(CONFIG_DIR, "demo").model_name
+
+
+def test_the_whole_cancer_dataset_passes_ingest_validation(cancer_schema: DatasetSchema) -> None:
+    batch = cancer()
+    assert_matches_schema(batch, cancer_schema)
+    assert batch.height == CANCER_ROWS and batch["sample_id"].n_unique() == CANCER_ROWS
+    assert batch["malignant"].sum() == 212  # 212 malignant, 357 benign, as scikit-learn bundles it
+    assert ingested(batch, cancer_schema).equals(batch)  # the CSV round trip loses nothing
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"event_time": False},
+        {"rows": 200, "seed": 4},
+        {"covariate_shift": 2.0},
+        {"rows": 100, "seed": 5, "label_noise": 1.0},
+    ],
+)
+def test_every_cancer_batch_passes_ingest_validation(
+    cancer_schema: DatasetSchema, knobs: dict[str, Any]
+) -> None:
+    batch = cancer(**knobs)
+    frame = ingested(batch, cancer_schema)
+    assert frame.select(batch.columns).equals(batch)
+
+
+def test_a_cancer_sample_is_seeded_and_keeps_each_rows_id() -> None:
+    whole = cancer()
+    sample = cancer(rows=150, seed=7)
+    assert sample.equals(cancer(rows=150, seed=7)) and not sample.equals(cancer(rows=150, seed=8))
+    assert sample["sample_id"].n_unique() == 150
+    joined = sample.drop("event_time").join(whole.drop("event_time"), on="sample_id", suffix="_whole")
+    assert joined.height == 150
+    for column in [*cancer_feature_columns(), "malignant"]:
+        assert joined[column].equals(joined[f"{column}_whole"], check_names=False), column
+
+
+def test_cancer_record_is_a_request_of_one_sample() -> None:
+    record = cancer_record(0)
+    assert list(record) == cancer_feature_columns()
+    assert record == cancer().drop("sample_id", "event_time", "malignant").row(0, named=True)
+
+
+def test_cancer_covariate_shift_scales_the_size_measurements_only() -> None:
+    reference, shifted = cancer(), cancer(covariate_shift=1.0)
+    for column in cancer_feature_columns():
+        ratio = float((shifted[column] / reference[column]).drop_nans().mean())
+        measure = column.removeprefix("mean_").removeprefix("worst_").removesuffix("_error")
+        expected = {"radius": 1.2, "perimeter": 1.2, "area": 1.44}.get(measure, 1.0)
+        assert ratio == pytest.approx(expected, abs=1e-6), column
+    assert shifted["malignant"].equals(reference["malignant"])
+
+
+def test_cancer_label_noise_shuffles_labels_only() -> None:
+    reference, noisy = cancer(seed=2), cancer(seed=2, label_noise=0.5)
+    assert noisy.drop("malignant").equals(reference.drop("malignant"))
+    assert noisy["malignant"].sum() == reference["malignant"].sum()
+    assert not noisy["malignant"].equals(reference["malignant"])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"rows": CANCER_ROWS + 1}, {"rows": -1}, {"covariate_shift": -0.1}, {"label_noise": 1.5}, {"seed": -1}],
+)
+def test_cancer_rejects_bad_arguments(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        cancer(**kwargs)
+
+
+def test_mesh_demo_data_writes_a_valid_cancer_batch(tmp_path: Path, cancer_schema: DatasetSchema) -> None:
+    out = tmp_path / "cancer.csv"
+    args = [
+        "demo-data",
+        "--dataset",
+        "cancer",
+        "--out",
+        str(out),
+        "--rows",
+        "300",
+        "--covariate-shift",
+        "0.5",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    frame, failures = validate_batch(read_batch(out.read_bytes(), "csv", "cancer"), cancer_schema)
+    assert failures == [] and frame.height == 300
+    refused = CliRunner().invoke(
+        app, ["demo-data", "--dataset", "cancer", "--out", str(out), "--concept-shift", "1"]
+    )
+    assert refused.exit_code != 0

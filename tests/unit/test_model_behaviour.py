@@ -6,8 +6,6 @@ label rule of shared/demo_data.py, and the sanity checks the registry gate relie
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +32,9 @@ from shared.ml.modeling import (
 from shared.ml.snapshots import SnapshotStore
 from shared.ops.demo_data import generate
 from tests.support.data import CONFIG_DIR, commit_snapshot
+from tests.support.models import Trained, train_offline
 
 ROWS_PER_SNAPSHOT = 1_500  # two snapshots: 3,000 rows, about 750 of them in the holdout
-
-
-@dataclass(frozen=True)
-class Trained:
-    manifest: FeatureSetManifest
-    pipeline: dict[str, Any]
-    model: Pipeline
-    holdout: pl.DataFrame  # raw inputs + target, id dropped (as the registry scores it)
-    metrics: dict[str, float]
 
 
 @pytest.fixture(scope="module")
@@ -62,24 +52,11 @@ def _build(root: Path, schema: DatasetSchema, spec: FeatureSpec, **knobs: float)
     return build_feature_set(root, schema, spec, snapshots)
 
 
-def _train(manifest: FeatureSetManifest, config: ModelConfig) -> Trained:
-    """What services/training/trainer.py train() does, without MLflow."""
-    train_frame = pl.read_parquet(manifest.train_path)
-    holdout = pl.read_parquet(manifest.holdout_path)
-    pipeline = json.loads(manifest.pipeline_path.read_text())
-    target = manifest.target
-    estimator = make_estimator(config)
-    estimator.fit(train_frame.drop(target).to_numpy(), train_frame[target].to_numpy())
-    model = servable(pipeline, estimator)
-    holdout = holdout.drop(pipeline["spec"]["id_column"])
-    return Trained(manifest, pipeline, model, holdout, evaluate(model, holdout, target))
-
-
 @pytest.fixture(scope="module")
 def trained(
     tmp_path_factory: pytest.TempPathFactory, schema: DatasetSchema, spec: FeatureSpec, config: ModelConfig
 ) -> Trained:
-    return _train(_build(tmp_path_factory.mktemp("clean"), schema, spec), config)
+    return train_offline(_build(tmp_path_factory.mktemp("clean"), schema, spec), config)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +83,7 @@ def test_holdout_auc_clears_the_demo_gate_floor(trained: Trained, config: ModelC
 def test_training_twice_gives_identical_metrics_and_predictions(
     trained: Trained, config: ModelConfig
 ) -> None:
-    again = _train(trained.manifest, config)  # the same feature set, the same config, a new estimator
+    again = train_offline(trained.manifest, config)  # the same feature set, the same config, a new estimator
     assert again.model is not trained.model
     assert again.metrics == trained.metrics
     assert np.array_equal(
@@ -119,7 +96,7 @@ def test_a_rebuilt_feature_set_trains_an_equivalent_model(
 ) -> None:
     # A fresh data root, the same snapshots. Not compared bit for bit: the group means of the rebuilt
     # feature set may differ in their last bits (polars group_by().mean(), reported as a product bug).
-    again = _train(_build(tmp_path, schema, spec), config)
+    again = train_offline(_build(tmp_path, schema, spec), config)
     assert again.manifest.feature_set_id == trained.manifest.feature_set_id
     assert again.metrics == pytest.approx(trained.metrics, abs=1e-3)
     assert np.allclose(
@@ -250,7 +227,7 @@ def test_non_finite_scores_are_reported(trained: Trained) -> None:
 def test_a_model_trained_on_shuffled_labels_is_clearly_worse(
     tmp_path: Path, trained: Trained, schema: DatasetSchema, spec: FeatureSpec, config: ModelConfig
 ) -> None:
-    poisoned = _train(_build(tmp_path, schema, spec, label_noise=1.0), config)
+    poisoned = train_offline(_build(tmp_path, schema, spec, label_noise=1.0), config)
     # Scored on the clean model's holdout: the same raw rows, honest labels, none of them trained on.
     clean_holdout = evaluate(poisoned.model, trained.holdout, "churned")
     assert clean_holdout["roc_auc"] < 0.6, clean_holdout
