@@ -19,7 +19,7 @@ from typing import Any
 import bentoml
 from starlette.applications import Starlette
 
-from services.serving import consumers, routes
+from services.serving import consumers, inference_protocol, routes
 from services.serving.catalog import ModelCatalog
 from services.serving.deps import ServingDeps
 from services.serving.predictions import predict_many, predict_one, traced
@@ -33,7 +33,7 @@ from shared.runtime.settings import MeshSettings
 from shared.runtime.telemetry import setup_tracing
 
 
-@bentoml.asgi_app(Starlette(routes=routes.ROUTES), path="/")
+@bentoml.asgi_app(Starlette(routes=[*routes.ROUTES, *inference_protocol.ROUTES]), path="/")
 # BentoML takes the worker count from the class declaration, so this one setting is read on import.
 @bentoml.service(name="mesh-serving", workers=MeshSettings().serving_workers, traffic={"timeout": 30})
 class MeshServing:

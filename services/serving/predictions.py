@@ -23,7 +23,7 @@ def _bad_record(deps: ServingDeps, exc: RecordError) -> JSONResponse:
     return JSONResponse({"error": str(exc), "field": exc.field}, 422, headers=deps.worker_header)
 
 
-def _answer(
+def answer(
     loaded: LoadedModel, sampler: PredictionSampler, records: list[Any], where: str
 ) -> list[dict[str, Any]]:
     frame = loaded.validate(records, where)
@@ -44,7 +44,7 @@ async def predict_one(deps: ServingDeps, model: str | None, features: dict[str, 
     except ModelLookupError as exc:
         return refusal(exc, deps.worker_header)
     try:
-        [result] = _answer(loaded, deps.sampler, [features], "features")
+        [result] = answer(loaded, deps.sampler, [features], "features")
     except RecordError as exc:
         return _bad_record(deps, exc)
     body = {**result, "model": loaded.provenance()}
@@ -61,7 +61,7 @@ async def predict_many(deps: ServingDeps, model: str | None, records: list[dict[
         empty = {"error": "records: at least one record is required", "field": "records"}
         return JSONResponse(empty, 422, headers=deps.worker_header)
     try:
-        results = _answer(loaded, deps.sampler, records, "records")
+        results = answer(loaded, deps.sampler, records, "records")
     except RecordError as exc:
         return _bad_record(deps, exc)
     body = {"predictions": results, "model": loaded.provenance()}

@@ -303,6 +303,58 @@ def test_each_model_is_hot_swapped_under_load_without_a_failed_request(
     assert {name: now[name] for name in after} == after
 
 
+def _tensors(record: dict[str, Any], rows: int) -> list[dict[str, Any]]:
+    """``rows`` copies of ``record`` as the Open Inference Protocol's input tensors, one per field."""
+    return [
+        {"name": name, "shape": [rows], "datatype": "BYTES" if isinstance(value, str) else "FP64",
+         "data": [value] * rows}
+        for name, value in record.items()
+    ]  # fmt: skip
+
+
+def test_open_inference_protocol_clients_are_answered_like_the_mesh_own(
+    servers: dict[str, ServingServer], versions: Mesh
+) -> None:
+    main = servers["main"]
+    current = wait_loaded(main, {DEMO, SENSORS})
+    assert httpx.get(f"{main.url}/v2/health/live", timeout=5).json() == {"live": True}
+    assert httpx.get(f"{main.url}/v2/health/ready", timeout=5).status_code == 200
+    for name in (DEMO, SENSORS):
+        ready = httpx.get(f"{main.url}/v2/models/{name}/ready", timeout=5)
+        assert ready.status_code == 200 and ready.json() == {"name": name, "ready": True}
+        metadata = httpx.get(f"{main.url}/v2/models/{name}", timeout=5).json()
+        assert metadata["versions"] == [current[name]]
+        assert [i["name"] for i in metadata["inputs"]] == list(RECORDS[name])
+
+        body = {"id": "req-1", "inputs": _tensors(RECORDS[name], 3)}
+        answer = httpx.post(f"{main.url}/v2/models/{name}/infer", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        result = answer.json()
+        assert result["model_name"] == name and result["model_version"] == current[name]
+        assert result["id"] == "req-1"
+        outputs = {o["name"]: o for o in result["outputs"]}
+        assert outputs["prediction"]["shape"] == [3] and outputs["probability"]["datatype"] == "FP64"
+        mesh_answer = predict(main.url, name).json()  # the same record through the mesh's own route
+        assert outputs["probability"]["data"][0] == pytest.approx(mesh_answer["probability"])
+        assert answer.headers["x-model-version"] == f"{name}/{current[name]}"
+        pinned = f"{main.url}/v2/models/{name}/versions/{current[name]}/infer"
+        assert httpx.post(pinned, json=body, timeout=30).status_code == 200
+
+    wrong_version = httpx.post(
+        f"{main.url}/v2/models/{DEMO}/versions/999/infer", json={"inputs": _tensors(EXAMPLE_RECORD, 1)}
+    )
+    assert wrong_version.status_code == 404 and wrong_version.json()["field"] == "version"
+    ragged = _tensors(EXAMPLE_RECORD, 2)
+    ragged[0]["data"] = ragged[0]["data"][:1]
+    bad_shape = httpx.post(f"{main.url}/v2/models/{DEMO}/infer", json={"inputs": ragged}, timeout=30)
+    assert bad_shape.status_code == 400 and bad_shape.json()["field"] == "inputs[0].shape"
+    mars = _tensors({**EXAMPLE_RECORD, "region": "mars"}, 2)
+    bad_value = httpx.post(f"{main.url}/v2/models/{DEMO}/infer", json={"inputs": mars}, timeout=30)
+    assert bad_value.status_code == 400 and bad_value.json()["field"] == "inputs[0].region"
+    unknown = httpx.post(f"{main.url}/v2/models/nope/infer", json={"inputs": mars}, timeout=30)
+    assert unknown.status_code == 404
+
+
 def test_a_model_declared_and_promoted_while_serving_is_served_without_a_restart(
     servers: dict[str, ServingServer], versions: Mesh
 ) -> None:

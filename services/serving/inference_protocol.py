@@ -1,0 +1,167 @@
+"""The Open Inference Protocol's REST routes (KServe V2), beside the mesh's own, so that KServe- and
+Seldon-style clients call a served model unchanged.
+
+``POST /v2/models/{name}[/versions/{version}]/infer`` takes tensors by input name (one column each, shape
+``[N]`` or ``[N, 1]``) and answers the ``prediction``, ``probability`` and ``request_id`` tensors; the
+records go through the same validation, scoring and sampling as ``/predict_batch``. ``GET /v2/models/
+{name}`` describes the model's inputs, ``/v2/models/{name}/ready`` says whether it answers now, and
+``/v2/health/live`` | ``/v2/health/ready`` are the server's. Errors are the protocol's ``{"error": ...}``
+(with the mesh's ``field``), 400 for a bad request, 404 for an unknown model or version, 503 while loading.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bentoml
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from services.serving.catalog import ModelLookupError
+from services.serving.deps import ServingDeps
+from services.serving.holder import LoadedModel
+from services.serving.predictions import answer, traced
+from services.serving.records import RecordError
+from services.serving.refusals import refusal
+
+# What an answer holds, as the protocol's output tensors.
+OUTPUTS = (("prediction", "INT64"), ("probability", "FP64"), ("request_id", "BYTES"))
+# The protocol's tensor datatypes of the dataset's column types.
+DATATYPES = {"int": "INT64", "float": "FP64", "bool": "BOOL", "category": "BYTES", "str": "BYTES"}
+
+
+class TensorError(ValueError):
+    """A request body that is not a valid inference request; ``field`` names where."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+def _deps() -> ServingDeps:
+    deps: ServingDeps = bentoml.get_current_service().deps
+    return deps
+
+
+def _error(deps: ServingDeps, status: int, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=status, headers=deps.worker_header)
+
+
+def records_of(body: Any) -> list[dict[str, Any]]:
+    """An inference request's input tensors (one per column) as records, or TensorError."""
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+        raise TensorError("inputs", "a non-empty list of input tensors is required")
+    columns: dict[str, list[Any]] = {}
+    for index, tensor in enumerate(body["inputs"]):
+        where = f"inputs[{index}]"
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise TensorError(where, "a tensor is an object with a name, shape, datatype and data")
+        data, shape = tensor.get("data"), tensor.get("shape")
+        if not isinstance(data, list):
+            raise TensorError(f"{where}.data", "a flat list of values is required")
+        if not isinstance(shape, list) or shape not in ([len(data)], [len(data), 1]):
+            raise TensorError(f"{where}.shape", f"must be [{len(data)}] or [{len(data)}, 1] for one column")
+        if tensor["name"] in columns:
+            raise TensorError(f"{where}.name", f"input {tensor['name']!r} is given twice")
+        columns[tensor["name"]] = data
+    lengths = {len(data) for data in columns.values()}
+    if len(lengths) != 1 or 0 in lengths:
+        raise TensorError("inputs", "every input tensor holds the same number (> 0) of rows")
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def _outputs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "datatype": datatype, "shape": [len(results)], "data": [r[name] for r in results]}
+        for name, datatype in OUTPUTS
+    ]
+
+
+async def _loaded(deps: ServingDeps, request: Request) -> LoadedModel | JSONResponse:
+    """The served version the path names, or the protocol's refusal."""
+    try:
+        loaded = await deps.models.find(request.path_params["name"])
+    except ModelLookupError as exc:
+        return refusal(exc, deps.worker_header)
+    version = request.path_params.get("version")
+    if version is not None and version != loaded.version:
+        message = f"version {version} of {loaded.name} is not served (serving {loaded.version})"
+        return _error(deps, 404, message, "version")
+    return loaded
+
+
+async def infer(request: Request) -> JSONResponse:
+    deps = _deps()
+
+    async def respond() -> JSONResponse:
+        loaded = await _loaded(deps, request)
+        if isinstance(loaded, JSONResponse):
+            return loaded
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(deps, 400, "body must be JSON", "body")
+        try:
+            results = answer(loaded, deps.sampler, records_of(body), "inputs")
+        except (TensorError, RecordError) as exc:
+            return _error(deps, 400, str(exc), exc.field)
+        response: dict[str, Any] = {
+            "model_name": loaded.name,
+            "model_version": loaded.version,
+            "outputs": _outputs(results),
+        }
+        if isinstance(body.get("id"), str):
+            response["id"] = body["id"]
+        return JSONResponse(response, headers={**loaded.headers, **deps.worker_header})
+
+    return await traced(deps.tracer, "/v2/models/{name}/infer", respond)
+
+
+async def model_metadata(request: Request) -> JSONResponse:
+    deps = _deps()
+    loaded = await _loaded(deps, request)
+    if isinstance(loaded, JSONResponse):
+        return loaded
+    inputs = [
+        {"name": c, "datatype": DATATYPES[loaded.schema.column(c).dtype], "shape": [-1]}
+        for c in loaded.columns
+    ]
+    body = {
+        "name": loaded.name,
+        "versions": [loaded.version],
+        "platform": "retrain-mesh",
+        "inputs": inputs,
+        "outputs": [{"name": name, "datatype": datatype, "shape": [-1]} for name, datatype in OUTPUTS],
+    }
+    return JSONResponse(body, headers={**loaded.headers, **deps.worker_header})
+
+
+async def model_ready(request: Request) -> JSONResponse:
+    deps = _deps()
+    loaded = await _loaded(deps, request)
+    if isinstance(loaded, JSONResponse):
+        return loaded  # 503 while loading (its load started), 404 when not declared
+    return JSONResponse({"name": loaded.name, "ready": True}, headers=deps.worker_header)
+
+
+async def server_live(_: Request) -> JSONResponse:
+    return JSONResponse({"live": True})
+
+
+async def server_ready(_: Request) -> JSONResponse:
+    ready = _deps().models.ready
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+ROUTES = [
+    Route("/v2/health/live", server_live),
+    Route("/v2/health/ready", server_ready),
+    Route("/v2/models/{name}", model_metadata),
+    Route("/v2/models/{name}/ready", model_ready),
+    Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+    Route("/v2/models/{name}/versions/{version}", model_metadata),
+    Route("/v2/models/{name}/versions/{version}/ready", model_ready),
+    Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+]
