@@ -31,7 +31,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -43,7 +43,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from redis.exceptions import ResponseError
 
 from shared.bus.connection import RedisConnection
-from shared.bus.delivery import BatchHandler, Consumer, Deliveries, Handler, as_text, deliver_broadcast
+from shared.bus.delivery import (
+    BatchHandler,
+    Consumer,
+    Deliveries,
+    Handler,
+    as_text,
+    deliver_broadcast,
+    plain_entries,
+)
 from shared.bus.metrics import CONSUMER_LAG, CONSUMER_PENDING
 from shared.bus.publish import Publisher
 from shared.events import Envelope, P, Stream
@@ -161,7 +169,7 @@ class MeshBus:
         )
 
     def _subscribe(self, consumer: Consumer, sub: StreamSub, deliver: Callable[..., Awaitable[None]]) -> None:
-        subscriber = self.broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL)
+        subscriber = self.broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL, parser=_readable)
         subscriber(deliver)
         consumer.subscribers.append(subscriber)
 
@@ -305,3 +313,13 @@ class MeshBus:
 
     async def publish(self, envelope: Envelope[Any]) -> None:
         await self.publisher.publish(envelope)
+
+
+async def _readable(message: Mapping[str, Any], original: Callable[..., Awaitable[Any]]) -> Any:
+    """FastStream's parse of what a subscriber read. An entry it cannot decode (its legacy JSON format
+    with headers that are no object) would fail before any handler, uncounted, and stay pending for
+    ever; handed on as plain bytes, the mesh's contract check refuses it and it is dead-lettered."""
+    try:
+        return await original(message)
+    except Exception:
+        return await original({**message, "data": await plain_entries(message["data"])})

@@ -459,3 +459,40 @@ async def test_an_idle_bus_does_not_busy_poll(backend: Backend) -> None:
         await asyncio.sleep(window)
         cpu = time.process_time() - cpu
     assert cpu / window < 0.1, f"{cpu:.2f}s of CPU in {window}s for 3 idle consumers"
+
+
+# Entries FastStream's own decoding cannot read: the mesh must still see them, count and dead-letter them.
+UNREADABLE_ENTRIES: dict[str, dict[bytes, bytes]] = {
+    "no-data-field": {b"foo": b"bar"},
+    "not-utf8": {b"__data__": b"\xff\xfe\xfa"},
+    "truncated-binary": {b"__data__": b"\x89BIN\x0d\x0a\x1a\x0a\x00\x01\x00"},
+    "empty": {b"__data__": b""},
+    "json-format-bad-headers": {b"__data__": b'{"data": "x", "headers": 5}'},
+    "json-format-data-number": {b"__data__": b'{"data": 1, "headers": {}}'},
+    "json-format-headers-null": {b"__data__": b'{"data": "{}", "headers": null}'},
+    "binary-huge-offsets": {
+        b"__data__": b"\x89BIN\x0d\x0a\x1a\x0a\x00\x01\x7f\xff\xff\xff\x7f\xff\xff\xff\x00\x05"
+    },
+    "two-data-fields": {b"__data__": b"{}", b"correlation_id": b"\xff"},
+}
+
+
+@pytest.mark.parametrize("case", UNREADABLE_ENTRIES)
+@pytest.mark.parametrize("batch", [False, True], ids=["one", "batch"])
+async def test_an_entry_the_broker_cannot_decode_is_dead_lettered_not_left_pending(
+    backend: Backend, case: str, batch: bool
+) -> None:
+    bus = backend.bus("audit")
+    calls: list[Any] = []
+    if batch:
+        bus.consume_batch(events.LABELS, collect(calls))
+    else:
+        bus.consume(events.LABELS, collect(calls))
+    message_id = (await backend.client.xadd(events.LABELS, UNREADABLE_ENTRIES[case])).decode()
+    async with running(bus):
+        [letter] = await dead_letters(backend.client)
+        await wait_drained(backend.client, events.LABELS, "audit")
+    assert calls == []
+    assert letter.payload.message_id == message_id and letter.payload.error.startswith("invalid event")
+    if case.startswith("json-format"):  # the letter keeps the bytes as written, not the broker's view
+        assert letter.payload.original == UNREADABLE_ENTRIES[case][b"__data__"].decode()
