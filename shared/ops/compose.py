@@ -2,10 +2,13 @@
 
 The compose file stays the single description of the stack. :func:`plan` turns it into
 :class:`Component` s: values interpolated from the launcher's environment (:func:`launcher_env`),
-container host names rewritten to 127.0.0.1, and each service's ``x-embedded`` kind deciding what runs
-here (``redis``: the embedded valkey-server; ``mlflow``: the command given in ``x-embedded``;
-``process``: the service's own command; none: compose-only, skipped). Everything here is pure: it
-reads the file and the environment it is given, and starts or creates nothing.
+container host names rewritten to 127.0.0.1 and container ports to the ports the processes listen on
+here, and each service's ``x-embedded`` kind deciding what runs here (``redis``: the embedded
+valkey-server; ``mlflow``: the command given in ``x-embedded``; ``process``: the service's own command;
+none: compose-only, skipped). The compose file writes what a container knows of its network literally
+(``MESH_REDIS_URL: redis://redis:6379/0``, ``MESH_INGEST_PORT: "8101"``), so a local process takes a
+variable from the launcher's environment when that has it, and from the compose file otherwise.
+Everything here is pure: it reads the file and the environment it is given, and starts or creates nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from shared.runtime.settings import REPO_ROOT, SERVICE_NAMES, MeshSettings
 DEFAULT_COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 COMPOSE_ONLY = "compose-only"
 LOOPBACK = "127.0.0.1"
+_LOOPBACK_HOSTS = (LOOPBACK, "localhost", "0.0.0.0")
 MIN_HEALTH_WAIT_S = 60.0  # MLflow's first start (schema migrations) alone takes 10-20 s on 2 cores
 
 
@@ -38,7 +42,7 @@ class Component:
     environment: dict[str, str]
     healthcheck: list[str] | None  # argv; None for redis (PING on `port`) and compose-only
     depends_on: list[str]  # launchable dependencies only (an embedded MLflow needs no PostgreSQL)
-    port: int | None = None  # published host port == the loopback port here
+    port: int | None = None  # where it listens here: its published host port, else MESH_<NAME>_PORT
     health_timeout: float = MIN_HEALTH_WAIT_S
     probe_timeout: float = 3.0
     mkdir: list[Path] = field(default_factory=list)
@@ -158,6 +162,21 @@ def _published_ports(spec: Mapping[str, Any], sub: Callable[[str], str]) -> dict
     return mapping
 
 
+def _raw_environment(raw: Any) -> dict[str, Any]:
+    """A service's ``environment`` (mapping or ``KEY=value`` list) as a mapping, values uninterpolated."""
+    if raw is None:
+        return {}
+    return dict(raw.items() if isinstance(raw, Mapping) else (_split_assignment(i) for i in raw))
+
+
+def _service_port(name: str, spec: Mapping[str, Any], kind: str, env: Mapping[str, str]) -> int | None:
+    """A mesh service's port in its container: the MESH_<NAME>_PORT its compose environment sets."""
+    value = _raw_environment(spec.get("environment")).get(f"MESH_{name.upper()}_PORT")
+    if kind != "process" or name not in SERVICE_NAMES or value is None:
+        return None
+    return int(interpolate(_scalar(value), env))
+
+
 def _depends_on(spec: Mapping[str, Any]) -> list[str]:
     deps = spec.get("depends_on") or []
     return list(deps.keys() if isinstance(deps, Mapping) else deps)
@@ -173,27 +192,34 @@ def plan(compose: Mapping[str, Any], env: Mapping[str, str]) -> list[Component]:
         name: _published_ports(spec, functools.partial(interpolate, env=env))
         for name, spec in services.items()
     }
-    # A URL host that is a compose service becomes loopback; its container port becomes the published
-    # one, so e.g. the default redis://redis:6379/0 reaches the embedded server on MESH_REDIS_PORT.
+    # container port -> the port a service listens on here: its published host port; for a mesh
+    # service's own port, published or not (a scalable service), the launcher's MESH_<NAME>_PORT.
+    own_port = {name: _service_port(name, spec, kinds[name], env) for name, spec in services.items()}
+    local = {name: dict(ports) for name, ports in published.items()}
+    for name, port in own_port.items():
+        if port is not None:
+            local[name].setdefault(port, int(env.get(f"MESH_{name.upper()}_PORT") or port))
+    # A URL host that is a compose service becomes loopback, and its container port the port that service
+    # listens on here: the default redis://redis:6379/0 reaches the embedded server on MESH_REDIS_PORT.
+    # A loopback URL in a service's own settings (its health check) is the service itself: its port, too.
     host_re = re.compile(
         r"(?P<pre>//|@)(?P<host>"
-        + "|".join(map(re.escape, sorted(services, key=len, reverse=True)))
-        + r")(?::(?P<port>\d+))?(?=[:/?#]|$)"
+        + "|".join(map(re.escape, sorted([*services, *_LOOPBACK_HOSTS], key=len, reverse=True)))
+        + r")(?::(?P<port>\d+))?(?![\w.-])"
     )
     any_ip = re.compile(r"(?<![\d.])0\.0\.0\.0(?![\d.])")
 
-    def relocate(match: re.Match[str]) -> str:
-        port = match["port"]
+    def relocate(match: re.Match[str], own: Mapping[int, int]) -> str:
+        host, port = match["host"], match["port"]
+        ports = local[host] if host in services else own
         if port is not None:
-            port = str(published[match["host"]].get(int(port), port))
-        return f"{match['pre']}{LOOPBACK}" + (f":{port}" if port else "")
+            port = str(ports.get(int(port), port))
+        host = LOOPBACK if host in services else host
+        return f"{match['pre']}{host}" + (f":{port}" if port else "")
 
-    def sub(value: Any) -> str:
-        text = interpolate(_scalar(value), env)
-        return any_ip.sub(LOOPBACK, host_re.sub(relocate, text) if services else text)
-
-    def argv(value: Any) -> list[str]:
-        return shlex.split(sub(value)) if isinstance(value, str) else [sub(v) for v in value or []]
+    def substitute(value: Any, own: Mapping[int, int]) -> str:
+        text = host_re.sub(functools.partial(relocate, own=own), interpolate(_scalar(value), env))
+        return any_ip.sub(LOOPBACK, text)
 
     components: list[Component] = []
     for name, spec in services.items():
@@ -203,19 +229,22 @@ def plan(compose: Mapping[str, Any], env: Mapping[str, str]) -> list[Component]:
             continue
         health = spec.get("healthcheck") or {}
         interval, retries = _seconds(health.get("interval"), 30.0), int(health.get("retries", 3))
-        # A replacement command in x-embedded is self-contained: the container's environment and
-        # health check (S3 endpoint, port 5000, ...) describe the container, not the replacement.
-        source = ext if "command" in ext else {**spec, "healthcheck": health.get("test")}
-        ports = published[name]
-        container_argv = argv(spec.get("entrypoint")) + argv(spec.get("command"))
+        # A replacement command in x-embedded is self-contained and written for here: the container's
+        # environment and health check (PostgreSQL, port 5000, ...) describe the container, not the
+        # replacement, and its loopback ports are already this machine's.
+        replaced = "command" in ext
+        source = ext if replaced else {**spec, "healthcheck": health.get("test")}
+        sub = functools.partial(substitute, own={} if replaced else local[name])
+
+        command = [ext["command"]] if replaced else [spec.get("entrypoint"), spec.get("command")]
         component = Component(
             name=name,
             kind=kind,
-            command=argv(ext["command"]) if "command" in ext else container_argv,
+            command=[arg for part in command for arg in _argv(part, sub)],
             environment=_environment(source.get("environment"), env, sub),
             healthcheck=[sub(a) for a in _health_argv(source.get("healthcheck")) or []] or None,
             depends_on=[d for d in _depends_on(spec) if kinds.get(d, COMPOSE_ONLY) != COMPOSE_ONLY],
-            port=next(iter(ports.values()), None),
+            port=next(iter(published[name].values()), None),
             health_timeout=max(
                 _seconds(health.get("start_period"), 0.0) + interval * retries, MIN_HEALTH_WAIT_S
             ),
@@ -228,25 +257,30 @@ def plan(compose: Mapping[str, Any], env: Mapping[str, str]) -> list[Component]:
             data_dir = Path(env.get("MESH_STATE_DIR") or ".mesh") / "redis"
             component.command = valkey_command(component.port, data_dir, persistent=True)
             component.environment, component.healthcheck, component.mkdir = {}, None, [data_dir]
-        elif kind == "process" and component.port is None and name in SERVICE_NAMES:
-            # Not published (a scalable service): here it still listens on loopback at its own port.
-            component.port = int(component.environment[f"MESH_{name.upper()}_PORT"])
+        elif (port := own_port[name]) is not None:
+            # A mesh service is told the port it listens on here (its container port is another).
+            component.port = local[name][port]
+            component.environment[f"MESH_{name.upper()}_PORT"] = str(component.port)
         elif kind not in ("mlflow", "process"):
             raise ValueError(f"service {name!r}: unknown x-embedded kind {kind!r}")
         components.append(component)
     return components
 
 
+def _argv(value: Any, sub: Callable[[Any], str]) -> list[str]:
+    return shlex.split(sub(value)) if isinstance(value, str) else [sub(v) for v in value or []]
+
+
 def _environment(raw: Any, env: Mapping[str, str], sub: Callable[[Any], str]) -> dict[str, str]:
-    if raw is None:
-        return {}
-    pairs = raw.items() if isinstance(raw, Mapping) else (_split_assignment(item) for item in raw)
+    """A local process's environment: the launcher's value of each variable the compose file sets, when it
+    has one (MESH_REDIS_URL, the ports, the operator's MESH_LOG_LEVEL, ...), else the compose value with
+    its container addresses relocated. A bare name passes the launcher's value through, as in compose."""
     out: dict[str, str] = {}
-    for key, value in pairs:
-        if value is not None:
-            out[key] = sub(value)
-        elif key in env:  # a bare name passes the launcher's own value through, as in compose
+    for key, value in _raw_environment(raw).items():
+        if key in env:
             out[key] = env[key]
+        elif value is not None:
+            out[key] = sub(value)
     return out
 
 
@@ -301,6 +335,8 @@ def launcher_env(settings: MeshSettings, base: Mapping[str, str] | None = None) 
         MESH_MLFLOW_TRACKING_URI=settings.effective_mlflow_uri,
         **{f"MESH_{s.upper()}_PORT": str(settings.port_for(s)) for s in SERVICE_NAMES},
     )
+    # BentoML's home (serving's bento store) under the state dir, not the user's ~/bentoml.
+    env.setdefault("BENTOML_HOME", str(state / "bentoml"))
     # No collector on loopback: spans go to a file unless the user chose otherwise.
     env.setdefault("MESH_OTEL_EXPORTER", "mlflow,file")
     env.setdefault("MESH_TRACE_FILE", str(state / "traces.jsonl"))
