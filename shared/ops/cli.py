@@ -1,9 +1,13 @@
-"""``mesh``: run a service, drive the local stack, make demo data, upload a batch."""
+"""``mesh``: run a service, drive the local stack, make demo data, upload a batch; operate a running mesh
+(models, predictions, events, drift). The operator verbs' logic is shared/ops/operate.py, their rendering
+shared/ops/views.py; here only their arguments."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -11,8 +15,37 @@ from rich.console import Console
 
 from shared.runtime.settings import SERVICE_NAMES, MeshSettings
 
-app = typer.Typer(help="retrain-mesh: event-driven retraining mesh.", no_args_is_help=True)
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 the mesh is unreachable (the service and URL are named), refused, or did not get "
+    "there in time; 2 invalid arguments or input, found before anything was sent."
+)
+app = typer.Typer(
+    help=f"retrain-mesh: event-driven retraining mesh. {EXIT_CODES}",
+    no_args_is_help=True,
+)
+models_app = typer.Typer(help="The mesh's models: list, show, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 console = Console()
+err_console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def operating() -> Iterator[None]:
+    """An operator verb's failure (shared.ops.operate.OperateError) printed on stderr, exiting its code."""
+    from shared.ops.operate import OperateError
+    from shared.ops.views import error
+
+    try:
+        yield
+    except OperateError as exc:
+        error(err_console, exc.message, exc.details)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def echo_json(data: object) -> None:
+    from shared.ops.views import as_json
+
+    typer.echo(as_json(data))
 
 
 @app.command()
@@ -163,6 +196,237 @@ def ingest(
     console.print_json(response.text)
     if response.status_code >= 300:
         raise typer.Exit(1)
+
+
+# --- operating a running mesh ------------------------------------------------------------------------
+
+JSON_OUT = "print JSON (for scripts) instead of a table"
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json", help=JSON_OUT)) -> None:
+    """Every model serving declares: dataset, champion and previous versions (registry), served version."""
+    from shared.ops import operate, views
+
+    settings = MeshSettings()
+    with operating(), operate.http_client() as http:
+        rows = operate.list_models(settings, http)
+    if as_json:
+        echo_json(rows)
+    else:
+        console.print(views.models_table(rows))
+
+
+@models_app.command("show")
+def models_show(
+    name: str = typer.Argument(..., help="model name, e.g. churn-demo"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OUT),
+) -> None:
+    """One model: its versions with metrics and lineage, what serves, the registry's last decision.
+
+    Champion and previous come from the registry (GET /models/NAME) with their metrics, run, feature set
+    and snapshots; the served version from serving; the last decision is the newest model.promoted or
+    model.rejected event about the model on the streams."""
+    from shared.ops import operate, views
+
+    settings = MeshSettings()
+    with operating(), operate.http_client() as http, operate.redis_client(settings) as client:
+        data = operate.show_model(settings, http, client, name)
+    if as_json:
+        echo_json(data)
+    else:
+        console.print(views.model_detail(data))
+
+
+def _move_champion(
+    name: str, version: str | None, token: str | None, wait: bool, timeout: float, as_json: bool
+) -> None:
+    from rich.markup import escape
+
+    from shared.ops import operate, views
+
+    settings = MeshSettings()
+    with operating(), operate.http_client(timeout=operate.COMMAND_TIMEOUT_S) as http:
+        bearer = operate.registry_token(settings, token)
+        result = operate.move_champion(settings, http, bearer, name, version)
+        if not as_json:
+            console.print(views.promotion(result))
+        if wait:
+            version = str(result["version"])
+            waiting = escape(f"waiting for serving to serve {name} version {version}")
+            with err_console.status(waiting) as status:
+
+                def polled(seen: str) -> None:
+                    status.update(f"{waiting}: {escape(seen)}")
+
+                served = operate.wait_until_served(
+                    settings, http, name, version, timeout=timeout, on_poll=polled
+                )
+            result = {**result, "served": served}
+            if not as_json:
+                console.print(f"serving serves {name} version {version}")
+    if as_json:
+        echo_json(result)
+
+
+TOKEN_HELP = "registry bearer token (default: MESH_REGISTRY_TOKEN, else <state dir>/registry-token)"
+WAIT_HELP = "then wait until serving serves the new champion (GET /models/NAME: loaded, that version)"
+
+
+@models_app.command("promote")
+def models_promote(
+    name: str = typer.Argument(..., help="model name"),
+    version: str = typer.Option(..., "--version", help="registered version number to make champion"),
+    token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
+    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
+    timeout: float = typer.Option(120.0, "--timeout", min=1, help="seconds --wait waits"),
+    as_json: bool = typer.Option(False, "--json", help="print the registry's answer as JSON"),
+) -> None:
+    """Make a registered version the champion (registry POST /models/NAME/promote); show the new champion."""
+    if not version.isdigit():
+        raise typer.BadParameter(f"{version!r} is not a version number", param_hint="--version")
+    _move_champion(name, version, token, wait, timeout, as_json)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: str = typer.Argument(..., help="model name"),
+    token: str | None = typer.Option(None, "--token", help=TOKEN_HELP),
+    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
+    timeout: float = typer.Option(120.0, "--timeout", min=1, help="seconds --wait waits"),
+    as_json: bool = typer.Option(False, "--json", help="print the registry's answer as JSON"),
+) -> None:
+    """Move the champion back to the previous version (registry POST /models/NAME/rollback)."""
+    _move_champion(name, None, token, wait, timeout, as_json)
+
+
+@app.command()
+def predict(
+    model: str = typer.Argument(..., help="model name"),
+    record: str | None = typer.Option(None, "--json", help="one record: '{\"field\": value, ...}'"),
+    file: Path | None = typer.Option(
+        None, "--file", exists=True, dir_okay=False, help="JSON-lines file of records (POST /predict_batch)"
+    ),
+) -> None:
+    """Ask serving for a prediction of one record (--json) or many (--file); print its answer."""
+    from shared.ops import operate
+
+    if (record is None) == (file is None):
+        raise typer.BadParameter("give exactly one of --json and --file")
+    settings = MeshSettings()
+    with operating():
+        records = operate.read_records(file) if file else [operate.parse_record(record or "")]
+        with operate.http_client(timeout=60.0) as http:
+            result = operate.predict(settings, http, model, records, batch=file is not None)
+    echo_json(result)
+
+
+@app.command()
+def publish(
+    stream: str = typer.Argument(..., help="stream name, e.g. ingest.requested (see `mesh watch --help`)"),
+    payload: str = typer.Option(..., "--json", help="the event's payload as JSON"),
+) -> None:
+    """Validate a payload against STREAM's contract, publish it in a new event; print the event id.
+
+    The entry is written as the bus writes it. An invalid payload prints the contract's field errors and
+    exits 2, publishing nothing."""
+    from shared.ops import operate
+
+    settings = MeshSettings()
+    with operating():
+        envelope = operate.build_event(stream, payload)
+        with operate.redis_client(settings) as client:
+            entry_id = operate.publish(settings, client, envelope)
+    err_console.print(
+        f"published {envelope.type} event (correlation {envelope.correlation_id}, entry {entry_id})"
+    )
+    typer.echo(envelope.event_id)
+
+
+@app.command()
+def retrain(
+    model: str = typer.Argument(..., help="model name (its dataset is retrained)"),
+    reason: str = typer.Option(..., "--reason", help="why: recorded in the event"),
+    window_snapshots: int | None = typer.Option(
+        None, "--window-snapshots", min=1, help="train on the last N snapshots (default: the spec's window)"
+    ),
+) -> None:
+    """Publish retrain.requested for MODEL's dataset; print the event id."""
+    from shared.ops import operate
+
+    settings = MeshSettings()
+    with operating():
+        envelope = operate.retrain_event(settings, model, reason, window_snapshots)
+        with operate.redis_client(settings) as client:
+            operate.publish(settings, client, envelope)
+    err_console.print(
+        f"asked to retrain dataset {envelope.payload.dataset} of {model} "
+        f"(correlation {envelope.correlation_id})"
+    )
+    typer.echo(envelope.event_id)
+
+
+@app.command()
+def drift(
+    model: str = typer.Argument(..., help="model name"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OUT),
+    open_report: bool = typer.Option(False, "--open", help="open the monitor's HTML report in a browser"),
+) -> None:
+    """The monitor's drift summary of MODEL: windows, the latest decision and its reasons."""
+    import webbrowser
+
+    from shared.ops import operate, views
+
+    settings = MeshSettings()
+    with operating(), operate.http_client() as http:
+        summary = operate.drift(settings, http, model)
+    if as_json:
+        echo_json(summary)
+    else:
+        console.print(views.drift_summary(summary))
+    if open_report:
+        url = operate.drift_report_url(settings, model)
+        err_console.print(f"report: {url}")
+        if not webbrowser.open(url):
+            err_console.print("no browser could be opened: visit the URL above")
+
+
+@app.command()
+def watch(
+    streams: list[str] | None = typer.Option(
+        None, "--stream", "-s", help="a stream to watch (repeat for several; default: every stream)"
+    ),
+    count: int | None = typer.Option(None, "--count", min=1, help="stop after this many events"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON line per event: stream, entry id, event"),
+) -> None:
+    """Print events as they arrive on the streams until Ctrl-C.
+
+    Each line: arrival time, stream (= event type), event id, correlation id, and the model or dataset it
+    is about. Reads from now on (XREAD, no consumer group): the services' deliveries are untouched."""
+    from shared import events
+    from shared.ops import operate, views
+
+    settings = MeshSettings()
+    with operating():
+        chosen = operate.watched_streams(streams)
+        client = operate.redis_client(settings)
+        seen = 0
+        try:
+            positions = operate.stream_ends(settings, client, chosen)
+            shown = ", ".join(chosen) if len(chosen) < len(events.ALL_STREAMS) else "every stream"
+            err_console.print(f"watching {shown} (Ctrl-C to stop)")
+            for entry in operate.follow(settings, client, positions):
+                if as_json:
+                    typer.echo(views.seen_json(entry))
+                else:
+                    console.print(views.seen_line(entry))
+                seen += 1
+                if count is not None and seen >= count:
+                    break
+        except KeyboardInterrupt:
+            err_console.print(f"stopped after {seen} event(s)")
+        finally:
+            client.close()
 
 
 if __name__ == "__main__":
