@@ -25,6 +25,12 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The mesh's models: list, show, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+deadletter_app = typer.Typer(
+    help="The deadletter stream: the events the services gave up on. List, show, replay, purge. "
+    + EXIT_CODES,
+    no_args_is_help=True,
+)
+app.add_typer(deadletter_app, name="deadletter")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -427,6 +433,118 @@ def watch(
             err_console.print(f"stopped after {seen} event(s)")
         finally:
             client.close()
+
+
+# --- dead letters ------------------------------------------------------------------------------------
+
+
+@deadletter_app.command("list")
+def deadletter_list(
+    stream: str | None = typer.Option(None, "--stream", "-s", help="only letters from this original stream"),
+    since: str | None = typer.Option(None, "--since", help="only letters after this letter id (exclusive)"),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="show at most this many (all are counted)"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OUT),
+) -> None:
+    """The dead letters, newest first: letter id, original stream, group, error, attempts, when, and the
+    entry a replay wrote; with a count per original stream and error kind."""
+    from shared.ops import deadletters, operate, views
+
+    with operating(), operate.redis_client(MeshSettings()) as client:
+        data = deadletters.list_letters(client, stream=stream, since=since, limit=limit)
+    if as_json:
+        echo_json(data)
+    else:
+        console.print(views.dead_letters(data))
+
+
+@deadletter_app.command("show")
+def deadletter_show(
+    letter_id: str = typer.Argument(..., metavar="ID", help="the letter's entry id on the deadletter stream"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OUT),
+) -> None:
+    """One letter in full: where it came from, why, the original message as written, and whether that
+    message passes its stream's contract now."""
+    from shared.ops import deadletters, operate, views
+
+    with operating(), operate.redis_client(MeshSettings()) as client:
+        data = deadletters.show_letter(client, letter_id)
+    if as_json:
+        echo_json(data)
+    else:
+        console.print(views.dead_letter_detail(data))
+
+
+@deadletter_app.command("replay")
+def deadletter_replay(
+    letter_ids: list[str] | None = typer.Argument(None, metavar="ID", help="letter ids to replay"),
+    stream: str | None = typer.Option(
+        None, "--stream", "-s", help="replay every letter from this stream not replayed yet"
+    ),
+    every: bool = typer.Option(False, "--all", help="replay every letter of every stream not replayed yet"),
+    force: bool = typer.Option(
+        False, "--force", help="write originals even when their stream's contract refuses them"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the replays as JSON"),
+) -> None:
+    """Put letters' original messages back on their streams (XADD __data__ = the original); print the
+    new entry ids.
+
+    Only when every chosen original passes its stream's contract now: otherwise nothing is written and
+    the contract's errors are printed (exit 2), unless --force. A letter is replayed once: the replay is
+    recorded (hash mesh:deadletter:replayed, letter id -> new entry id), and naming a replayed letter
+    again is refused."""
+    from shared.ops import deadletters, operate, views
+
+    settings = MeshSettings()
+    with operating(), operate.redis_client(settings) as client:
+        chosen = deadletters.select_for_replay(
+            client, letter_ids or [], stream=stream, every=every, force=force
+        )
+        if chosen.refused:
+            raise operate.OperateError(
+                f"{len(chosen.refused)} letter(s) cannot be replayed: nothing was written",
+                exit_code=operate.EXIT_INVALID,
+                details=[
+                    f"{letter if isinstance(letter, str) else letter.entry_id}: {why}"
+                    for letter, why in chosen.refused
+                ],
+            )
+        results = deadletters.replay(client, chosen.ready, maxlen=settings.stream_maxlen)
+    if as_json:
+        echo_json(results)
+    else:
+        err_console.print(views.replayed(results))
+        for result in results:
+            if result["entry_id"]:
+                typer.echo(result["entry_id"])
+    if any(result["entry_id"] is None for result in results):
+        raise typer.Exit(1)
+
+
+@deadletter_app.command("purge")
+def deadletter_purge(
+    before: str | None = typer.Option(None, "--before", help="remove the letters older than this letter id"),
+    older_than: str | None = typer.Option(
+        None, "--older-than", help="remove the letters older than this: 90s, 30m, 12h, 7d, 2w"
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+) -> None:
+    """Remove old letters from the deadletter stream (XTRIM MINID) with their replay records; print how
+    many were removed. Asks first, unless --yes."""
+    from shared.ops import deadletters, operate
+
+    with operating(), operate.redis_client(MeshSettings()) as client:
+        bound = deadletters.purge_bound(before, older_than)
+        doomed = deadletters.purgeable(client, bound)
+        if not doomed:
+            err_console.print(f"no dead letters older than {bound}")
+            typer.echo(0)
+            return
+        if not yes:
+            typer.confirm(f"remove {len(doomed)} dead letter(s) older than {bound}?", abort=True, err=True)
+        removed = deadletters.purge(client, bound, doomed)
+    err_console.print(f"removed {removed} dead letter(s) older than {bound}")
+    typer.echo(removed)
 
 
 if __name__ == "__main__":

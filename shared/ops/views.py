@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -181,3 +182,95 @@ def error(console: Console, message: str, details: Sequence[str] = ()) -> None:
     console.print(Text.assemble(("error: ", "bold red"), message))
     for line in details:
         console.print(Text(f"  {line}"))
+
+
+# --- dead letters (mesh deadletter) --------------------------------------------------------------------
+
+
+def _short(text: Any, width: int = 80) -> str:
+    line = " ".join(str(text or "").split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _when(value: Any) -> str:
+    """An ISO time to the second, in a listing."""
+    try:
+        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return _or_none(value)
+
+
+def dead_letters(data: Mapping[str, Any]) -> RenderableType:
+    """``mesh deadletter list``: the counts per original stream and error kind, then the letters."""
+    if not data["total"]:
+        return Text("no dead letters")
+    counts = Table(title=f"{data['total']} dead letter(s)", title_justify="left")
+    for column in ("stream", "error kind", "letters"):
+        counts.add_column(column, justify="right" if column == "letters" else "left")
+    for row in data["counts"]:
+        counts.add_row(_or_none(row["stream"]), row["error_kind"], str(row["count"]))
+    title = f"newest {data['shown']} of {data['total']}" if data["shown"] < data["total"] else "letters"
+    # Two lines a letter, not a table: ids, streams and times stay whole at any width (the ids are what
+    # the other verbs take), and the error wraps under them.
+    lines: list[RenderableType] = [Text(title, style="italic")]
+    for row in data["letters"]:
+        line = Text.assemble(
+            (row["id"], "bold"),
+            "  ",
+            (_or_none(row["stream"]), "cyan"),
+            f"  group {_or_none(row['group'])}  attempts {_or_none(row['attempts'])}  {_when(row['when'])}",
+        )
+        if row["replayed_as"]:
+            line.append(f"  replayed as {row['replayed_as']}", style="green")
+        lines.append(line)
+        lines.append(Padding(Text(_short(row["error"], 300), style="red"), (0, 0, 0, 4)))
+    letters = Group(*lines)
+    return Group(counts, Text(""), letters)
+
+
+def dead_letter_detail(data: Mapping[str, Any]) -> RenderableType:
+    """``mesh deadletter show``: one letter in full, the original message as written."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="cyan")
+    table.add_column()
+    table.add_row("letter", Text(data["id"], style="bold"))
+    if data.get("problem"):
+        table.add_row("unreadable", Text(data["problem"], style="red"))
+        return table
+    letter = data.get("letter") or {}
+    table.add_row("stream", _or_none(data["stream"]))
+    table.add_row("group", _or_none(data["group"]))
+    table.add_row("entry id there", _or_none(data["message_id"]))
+    table.add_row("error", Text(_or_none(data["error"]), style="red"))
+    table.add_row("error kind", data["error_kind"])
+    table.add_row("attempts", _or_none(data["attempts"]))
+    table.add_row("when", _or_none(data["when"]))
+    table.add_row("letter event", _or_none(letter.get("event_id")))
+    table.add_row("correlation", _or_none(letter.get("correlation_id")))
+    table.add_row("caused by", _or_none(letter.get("causation_id")))
+    contract = data.get("contract_now")
+    table.add_row(
+        "contract now",
+        Text("passes", style="green") if contract == "passes" else Text(f"fails: {contract}", style="yellow"),
+    )
+    table.add_row("replayed as", _or_none(data.get("replayed_as")))
+    original = data.get("original") or ""
+    try:
+        shown = json.dumps(json.loads(original), indent=2)
+    except ValueError:
+        shown = original
+    table.add_row("original", Text(shown or "(empty)", style="" if shown else "dim"))
+    if shown != original:
+        table.add_row("as written", Text(original))
+    return table
+
+
+def replayed(results: Sequence[Mapping[str, Any]]) -> RenderableType:
+    """``mesh deadletter replay``: each letter and the entry its original was written as."""
+    lines = []
+    for result in results:
+        if result["entry_id"]:
+            lines.append(Text(f"{result['id']} -> {result['stream']} {result['entry_id']}"))
+        else:
+            lines.append(Text(f"{result['id']}: replayed meanwhile by someone else", style="yellow"))
+    return Group(*lines) if lines else Text("nothing to replay")

@@ -28,6 +28,8 @@ import redis.asyncio as aioredis
 from typer.testing import CliRunner, Result
 
 from shared import events
+from shared.bus.delivery import entry_body
+from shared.events import Stream, parse_event
 from shared.ml.modeling import load_model_config
 from shared.ops.cli import app
 from shared.runtime.mlflow_client import mlflow_client
@@ -43,7 +45,6 @@ from tests.support.champions import (
 from tests.support.data import CONFIG_DIR
 from tests.support.servers import mesh
 from tests.support.serving import ServingServer
-from tests.support.streams import stream_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -246,6 +247,17 @@ def watcher(operated: Operated, *args: str) -> subprocess.Popen[str]:
     )
 
 
+async def published_events(client: aioredis.Redis, stream: Stream[Any], event_id: str) -> list[Any]:
+    """The entries of ``stream`` carrying ``event_id``, parsed by the contracts as a consumer would (the
+    session's Redis is shared: other tests may have left entries of their own, even invalid ones)."""
+    entries = await client.xrange(stream)
+    return [
+        parse_event(entry_body(fields), stream)
+        for _, fields in entries
+        if event_id.encode() in fields.get(b"__data__", b"")
+    ]
+
+
 async def test_watch_sees_what_publish_retrain_and_rollback_put_on_the_streams(operated: Operated) -> None:
     streams = ["ingest.requested", "retrain.requested", "model.promoted"]
     proc = watcher(operated, "--count", "3", *(arg for s in streams for arg in ("--stream", s)))
@@ -277,13 +289,9 @@ async def test_watch_sees_what_publish_retrain_and_rollback_put_on_the_streams(o
     assert seen[2]["event"]["payload"]["model_name"] == MODEL
 
     # What the CLI published is what the services read: the contracts' own parse of the entries.
-    [ingest] = [
-        e for e in await stream_events(operated.redis, events.INGEST_REQUESTED) if e.event_id in published
-    ]
+    [ingest] = await published_events(operated.redis, events.INGEST_REQUESTED, published.strip())
     assert ingest.payload.uri == "file:///nowhere.csv" and ingest.payload.trigger_training is False
-    [asked] = [
-        e for e in await stream_events(operated.redis, events.RETRAIN_REQUESTED) if e.event_id in retrain
-    ]
+    [asked] = await published_events(operated.redis, events.RETRAIN_REQUESTED, retrain.strip())
     assert asked.payload.dataset == "sensors" and asked.payload.reason == "operator asked"
     assert asked.payload.evidence["model_name"] == MODEL
 
