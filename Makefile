@@ -58,11 +58,13 @@ lint: install ## ruff on everything, mypy on shared/, services/ and bench/
 	$(BIN)/ruff format --check shared services tests bench
 	$(BIN)/mypy shared services bench
 
-bench: install ## benchmarks, each against a baseline in the same run (serving, bus, features, drift); JSON under bench/results/
+bench: install ## benchmarks, each against a baseline in the same run; JSON and SUMMARY.md under bench/results/
 	$(BIN)/python -m bench.bus
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.features
 	$(BIN)/python -m bench.drift
+	$(BIN)/python -m bench.event_to_live
+	$(BIN)/python -m bench.summary
 
 clean: down ## remove local state (.mesh/), keep the environments
 	rm -rf .mesh

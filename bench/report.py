@@ -13,7 +13,13 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def _commit() -> str:
+def machine() -> dict[str, Any]:
+    """What a figure was measured on."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def commit() -> str:
+    """The checked-out commit, short; "unknown" outside a git work tree."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
@@ -30,12 +36,8 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     document = {
         "benchmark": name,
         "at": now.isoformat(timespec="seconds"),
-        "commit": _commit(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "commit": commit(),
+        "machine": machine(),
         **result,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

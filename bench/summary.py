@@ -1,0 +1,367 @@
+"""Benchmark summary: each figure of the latest run of every benchmark beside its baseline, in markdown.
+
+Reads the newest ``bench/results/<benchmark>-<UTC time>.json`` of each benchmark (as written by
+``bench.report.write_result``) and writes ``bench/results/SUMMARY.md``: one table of figures (value,
+baseline measured in the same run, ratio = value / baseline, the goal and whether it is met), then where
+each figure comes from (file, time, commit, machine). ``render_summary`` builds the markdown from result
+documents and reads nothing itself.
+
+Usage: ``python -m bench.summary [--results bench/results]``; the last step of ``make bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.report import RESULTS_DIR, commit, machine
+
+SUMMARY_NAME = "SUMMARY.md"
+# The order of the table; benchmarks not listed here come after, by name.
+KNOWN = ("event_to_live", "serving", "bus", "features", "drift")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One line of the summary: ``value`` beside ``baseline`` (same run, same unit), and the goal."""
+
+    name: str
+    unit: str
+    value: float | None
+    baseline: float | None = None
+    baseline_name: str = ""
+    goal: str = ""
+    met: bool | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.value is None or self.baseline is None or self.baseline == 0:
+            return None
+        return self.value / self.baseline
+
+
+def _get(document: Mapping[str, Any], *path: str) -> Any:
+    """``document[path[0]][path[1]]...``, or None where any step is missing."""
+    node: Any = document
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _scaled(value: Any, factor: float) -> float | None:
+    number = _number(value)
+    return None if number is None else number * factor
+
+
+# --- one extractor per benchmark: its JSON shape -> figures ---------------------------------------------
+
+
+def event_to_live_figures(doc: Mapping[str, Any]) -> list[Figure]:
+    if doc.get("promoted") is False:
+        return [
+            Figure(
+                "upload -> new version serving", "s", None, goal="the gate promotes it", met=False,
+                note=f"rejected by the gate: {'; '.join(doc.get('rejection_reasons') or []) or '?'}",
+            )
+        ]  # fmt: skip
+    rows = _get(doc, "rows", "measured")
+    seconds = doc.get("seconds") or {}
+    in_process = _number(_get(doc, "baseline", "seconds", "total"))
+    goal = _number(doc.get("goal_orchestration_s"))
+    orchestration = _number(seconds.get("orchestration"))
+    return [
+        Figure(
+            f"upload -> new version serving ({rows:,} rows)" if isinstance(rows, int) else
+            "upload -> new version serving",
+            "s", _number(seconds.get("total")), in_process, "in-process features + fit + evaluate",
+        ),
+        Figure(
+            "compute in the mesh (features.build + training.fit + training.evaluate)", "s",
+            _number(seconds.get("compute_without_swap")), in_process, "the same steps in-process",
+        ),
+        Figure("serving.swap (load + warm-up)", "s", _number(_get(doc, "seconds", "spans", "serving.swap"))),
+        Figure(
+            "orchestration (total - compute)", "s", orchestration,
+            goal=f"<= {goal:g} s" if goal is not None else "",
+            met=None if goal is None or orchestration is None else orchestration <= goal,
+        ),
+    ]  # fmt: skip
+
+
+def serving_figures(doc: Mapping[str, Any]) -> list[Figure]:
+    goal = _number(doc.get("goal_ratio"))
+    ratio = _number(doc.get("ratio_requests_per_s"))
+    figures = [
+        Figure(
+            "POST /predict throughput", "req/s",
+            _number(_get(doc, "servers", "bentoml", "requests_per_s")),
+            _number(_get(doc, "servers", "bare_uvicorn", "requests_per_s")), "bare uvicorn",
+            goal=f"ratio >= {goal:g}" if goal is not None else "",
+            met=None if goal is None or ratio is None else ratio >= goal,
+        )
+    ]  # fmt: skip
+    for quantile in ("p50", "p99"):
+        figures.append(
+            Figure(
+                f"POST /predict latency {quantile}", "ms",
+                _number(_get(doc, "servers", "bentoml", f"{quantile}_ms")),
+                _number(_get(doc, "servers", "bare_uvicorn", f"{quantile}_ms")), "bare uvicorn",
+            )
+        )  # fmt: skip
+    return figures
+
+
+def bus_figures(doc: Mapping[str, Any]) -> list[Figure]:
+    figures = [
+        Figure(
+            f"{label} throughput", "events/s",
+            _number(_get(doc, "events_per_s", key, "mesh_bus")),
+            _number(_get(doc, "events_per_s", key, "raw_redis_py")), "raw redis-py",
+        )
+        for key, label in (("one_hop", "one hop (consume, emit, ack)"), ("batch_consume", "batch consume"))
+    ]  # fmt: skip
+    limit = _number(doc.get("idle_limit_per_s"))
+    idle = _number(_get(doc, "idle_calls_per_s_per_stream", "mesh_bus"))
+    figures.append(
+        Figure(
+            "idle polling per consumed stream", "calls/s", idle,
+            _number(_get(doc, "idle_calls_per_s_per_stream", "faststream_defaults")), "FastStream defaults",
+            goal=f"<= {limit:g} calls/s" if limit is not None else "",
+            met=None if limit is None or idle is None else idle <= limit,
+        )
+    )  # fmt: skip
+    return figures
+
+
+def features_figures(doc: Mapping[str, Any]) -> list[Figure]:
+    goal = _number(doc.get("goal_speedup"))
+    figures = []
+    sizes = doc.get("sizes") or {}
+    for rows, sides in sorted(sizes.items(), key=lambda item: int(item[0]) if item[0].isdigit() else 0):
+        label = f"{int(rows):,}" if rows.isdigit() else rows
+        polars = _scaled(_get(sides, "polars", "median_s"), 1000)
+        pandas = _scaled(_get(sides, "pandas", "median_s"), 1000)
+        speedup = None if polars is None or pandas is None or polars == 0 else pandas / polars
+        figures.append(
+            Figure(
+                f"fit + transform, {label} rows (polars)", "ms", polars, pandas, "pandas (categories)",
+                goal=f"ratio <= {1 / goal:.3g} (>= {goal:g}x faster)" if goal else "",
+                met=None if goal is None or speedup is None else speedup >= goal,
+            )
+        )  # fmt: skip
+        figures.append(
+            Figure(
+                f"fit + transform, {label} rows (polars)", "ms", polars,
+                _scaled(_get(sides, "pandas_plain", "median_s"), 1000), "pandas (plain strings)",
+            )
+        )  # fmt: skip
+    return figures
+
+
+def drift_figures(doc: Mapping[str, Any]) -> list[Figure]:
+    scale = doc.get("scale")
+    if not isinstance(scale, Mapping):
+        return []
+    goal_s = _number(_get(scale, "goals", "seconds"))
+    goal_mb = _number(_get(scale, "goals", "mb"))
+    rows = scale.get("rows")
+    label = f"{rows:,} rows" if isinstance(rows, int) else "one window"
+    baseline = _number(_get(scale, "seconds", "baseline"))
+    figures = []
+    for key, name in (("window_drift", "window_drift"), ("evaluate_total", "window_drift + chart_series")):
+        value = _number(_get(scale, "seconds", key))
+        figures.append(
+            Figure(
+                f"{name}, {label}", "s", value, baseline, "numpy/scipy",
+                goal=f"<= {goal_s:g} s" if goal_s is not None else "",
+                met=None if goal_s is None or value is None else value <= goal_s,
+            )
+        )  # fmt: skip
+    peak = _number(_get(scale, "peak_mb", "product"))
+    figures.append(
+        Figure(
+            f"drift peak memory, {label}", "MB", peak, _number(_get(scale, "peak_mb", "baseline")),
+            "numpy/scipy", goal=f"<= {goal_mb:g} MB" if goal_mb is not None else "",
+            met=None if goal_mb is None or peak is None else peak <= goal_mb,
+        )
+    )  # fmt: skip
+    return figures
+
+
+EXTRACTORS: dict[str, Callable[[Mapping[str, Any]], list[Figure]]] = {
+    "event_to_live": event_to_live_figures,
+    "serving": serving_figures,
+    "bus": bus_figures,
+    "features": features_figures,
+    "drift": drift_figures,
+}
+
+
+# --- reading and rendering ------------------------------------------------------------------------------
+
+
+def latest_results(directory: Path) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Per benchmark, the newest result document under ``directory``: ``{benchmark: (file name, doc)}``.
+
+    Newest by the document's ``at`` (ISO UTC), then by file name; unreadable files are skipped."""
+    latest: dict[str, tuple[str, dict[str, Any]]] = {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(document, dict) or not isinstance(document.get("benchmark"), str):
+            continue
+        name = document["benchmark"]
+        key = (str(document.get("at", "")), path.name)
+        if name not in latest or key > (str(latest[name][1].get("at", "")), latest[name][0]):
+            latest[name] = (path.name, document)
+    return latest
+
+
+def _format(value: float | None) -> str:
+    if value is None:
+        return "-"
+    size = abs(value)
+    if size >= 1000:
+        return f"{value:,.0f}"
+    if size >= 100:
+        return f"{value:.0f}"
+    if size >= 10:
+        return f"{value:.1f}"
+    if size >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _machine_text(machine_info: Any) -> str:
+    if not isinstance(machine_info, Mapping):
+        return "?"
+    parts = []
+    if machine_info.get("cpus") is not None:
+        parts.append(f"{machine_info['cpus']} CPUs")
+    if machine_info.get("python"):
+        parts.append(f"Python {machine_info['python']}")
+    if machine_info.get("platform"):
+        parts.append(str(machine_info["platform"]))
+    return ", ".join(parts) or "?"
+
+
+def _order(name: str) -> tuple[int, str]:
+    return (KNOWN.index(name) if name in KNOWN else len(KNOWN), name)
+
+
+def render_summary(
+    results: Mapping[str, tuple[str, Mapping[str, Any]]],
+    *,
+    generated_at: str,
+    commit: str,
+    machine: Mapping[str, Any],
+) -> str:
+    """The markdown summary of ``results`` (``{benchmark: (file name, document)}``, as
+    :func:`latest_results` returns), written at ``generated_at`` on ``commit`` and ``machine``."""
+    lines = [
+        "# Benchmark summary",
+        "",
+        f"Written {generated_at} at commit `{commit}` on {_machine_text(machine)}, by "
+        "`python -m bench.summary` (last step of `make bench`) from the latest result of each benchmark "
+        "under `bench/results/`.",
+        "Each baseline is measured in the same run as its figure; ratio = figure / baseline.",
+        "",
+    ]
+    names = sorted(results, key=_order)
+    if not names:
+        lines += ["No results yet: run `make bench`.", ""]
+    else:
+        lines += [
+            "| Benchmark | Figure | Value | Baseline | Ratio | Goal | Met |",
+            "|---|---|---:|---:|---:|---|:---:|",
+        ]
+        for name in names:
+            _, document = results[name]
+            extractor = EXTRACTORS.get(name)
+            figures = extractor(document) if extractor is not None else []
+            if not figures:
+                lines.append(f"| {_cell(name)} | (no figures summarised; see its JSON) | - | - | - | | |")
+            for figure in figures:
+                value = f"{_format(figure.value)} {figure.unit}" if figure.value is not None else "-"
+                if figure.note:
+                    value = f"{value} ({figure.note})"
+                baseline = (
+                    f"{_format(figure.baseline)} {figure.unit} ({figure.baseline_name})"
+                    if figure.baseline is not None
+                    else "-"
+                )
+                ratio = f"{figure.ratio:.3g}" if figure.ratio is not None else "-"
+                met = {True: "yes", False: "**no**", None: ""}[figure.met]
+                cells = [name, figure.name, value, baseline, ratio, figure.goal, met]
+                lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append("")
+    missing = [name for name in KNOWN if name not in results]
+    if missing:
+        lines += [f"Not run yet: {', '.join(f'`{m}`' for m in missing)}.", ""]
+    if names:
+        lines += [
+            "## Sources",
+            "",
+            "| Benchmark | File | Run at (UTC) | Commit | Machine |",
+            "|---|---|---|---|---|",
+        ]
+        for name in names:
+            file_name, document = results[name]
+            run_commit = str(document.get("commit", "?"))
+            if run_commit != commit:
+                run_commit += " (not this commit)"
+            cells = [
+                name, f"`{file_name}`", str(document.get("at", "?")), run_commit,
+                _machine_text(document.get("machine")),
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_summary(directory: Path = RESULTS_DIR) -> Path:
+    results = latest_results(directory)
+    text = render_summary(
+        results,
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        commit=commit(),
+        machine=machine(),
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / SUMMARY_NAME
+    path.write_text(text)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the result JSON files are")
+    args = parser.parse_args(argv)
+    path = write_summary(args.results)
+    print(path.read_text())
+    print(f"-> {path}")
+
+
+if __name__ == "__main__":
+    main()
