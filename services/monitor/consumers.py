@@ -21,16 +21,21 @@ async def on_predictions(deps: MonitorDeps, envelopes: list[Envelope[PredictionM
     by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for envelope in envelopes:
         by_model[envelope.payload.model_name].append(envelope.payload.model_dump(mode="json"))
-    watched = [(model, by_model[name]) for name in by_model if (model := deps.models.get(name)) is not None]
-    if not watched:
+    watched_models = {name: model for name in by_model if (model := deps.models.get(name)) is not None}
+    if not watched_models:
         return  # records of models nobody declared a monitor config for
-    records = [record for _, batch in watched for record in batch]
-    await deps.store.add_predictions(records, time.time(), deps.models.join_capacity)
-    for model, batch in watched:
-        for version in sorted({r["model_version"] for r in batch}):
-            await deps.store.bound(model.name, version, model.config.join_capacity)
+    watched = {name: by_model[name] for name in watched_models}
+    records = [record for batch in watched.values() for record in batch]
+    windows = await deps.store.add_predictions(records, time.time(), deps.models.join_capacity)
+    for (name, version), rows in sorted(windows.items()):
+        model = watched_models[name]
+        await deps.store.bound(name, version, model.config.join_capacity)
+        # Only a window this batch filled is worth a transaction; one left full by a killed monitor is
+        # the ticker's. A large batch can fill more than one.
+        if model.config.window.rows_to_close(rows, 0.0, by_clock=False):
             while await evaluate_window(deps, model, version, "full", envelopes[-1]) is not None:
-                pass  # a large batch can fill more than one window
+                pass
+    for model in watched_models.values():
         await judge_labels(deps, model, envelopes[-1])
 
 

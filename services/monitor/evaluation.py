@@ -125,15 +125,8 @@ async def _read_and_decide(
     since = int(await pipe.get(keys.labelled_since) or 0)
     if consume_labels and since < config.performance.min_labels:
         return None
-    # A window closes when full, or by the clock once it has enough rows: never because labels came, so
-    # its rows do not depend on when the ground truth happened to arrive.
     window_age = now - float(started) if started is not None else 0.0
-    if length >= config.window.size:
-        taken = config.window.size
-    elif trigger == "due" and length >= config.window.min_size and window_age >= config.window.max_seconds:
-        taken = length
-    else:
-        taken = 0
+    taken = config.window.rows_to_close(length, window_age, by_clock=trigger == "due")
     if taken == 0 and trigger != "labels":
         return None
     window_rows = await pipe.lrange(keys.window(version), 0, taken - 1) if taken else []

@@ -53,6 +53,16 @@ class WindowConfig(_Config):
     min_size: int = Field(default=200, ge=1, description="fewest rows a window closed by time is scored on")
     max_seconds: float = Field(default=120, gt=0, description="a window closes after this even if not full")
 
+    def rows_to_close(self, rows: int, age_s: float, *, by_clock: bool) -> int:
+        """How many of an open window's ``rows`` an evaluation takes: ``size`` once it is full; all of them
+        when ``by_clock`` and it has ``min_size`` rows and is ``max_seconds`` old; else none. Never because
+        labels came, so a window's rows do not depend on when the ground truth happened to arrive."""
+        if rows >= self.size:
+            return self.size
+        if by_clock and rows >= self.min_size and age_s >= self.max_seconds:
+            return rows
+        return 0
+
     @model_validator(mode="after")
     def _min_within_size(self) -> WindowConfig:
         if self.min_size > self.size:

@@ -51,17 +51,21 @@ end
 """
 
 # ARGV: prefix, now, capacity, then (request_id, model, version, record JSON) per prediction.
+# Returns "model\nversion", rows in its open window, ... for each window a new prediction went to.
 _ADD_PREDICTIONS = (
     _SHARED
     + """
 local now, cap = ARGV[2], tonumber(ARGV[3])
 local joins, order = p .. ':joins', p .. ':joins:order'
+local touched, lengths = {}, {}
 for i = 4, #ARGV, 4 do
   local rid, model, version, record = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if redis.call('HSETNX', joins, rid, model .. '\\n' .. record) == 1 then
     redis.call('ZADD', order, redis.call('INCR', p .. ':joins:seq'), rid)
     local m = p .. ':model:' .. model
-    redis.call('RPUSH', m .. ':window:' .. version, record)
+    local window = model .. '\\n' .. version
+    if not lengths[window] then table.insert(touched, window) end
+    lengths[window] = redis.call('RPUSH', m .. ':window:' .. version, record)
     redis.call('HSETNX', m .. ':window-started', version, now)
     local label = redis.call('HGET', p .. ':unmatched', rid)
     if label then
@@ -73,7 +77,12 @@ for i = 4, #ARGV, 4 do
   end
 end
 trim(joins, order, cap)
-return 1
+local out = {}
+for _, window in ipairs(touched) do
+  table.insert(out, window)
+  table.insert(out, lengths[window])
+end
+return out
 """
 )
 
@@ -170,8 +179,11 @@ class MonitorStore:
         # Sent by hash, with the text once per server that has not seen it (after a restart or FLUSHALL).
         return await self.redis.register_script(script)(args=args)
 
-    async def add_predictions(self, records: list[dict[str, Any]], now: float, capacity: int) -> None:
-        """Prediction records (``PredictionMade`` payloads as dicts) into windows and the join buffer."""
+    async def add_predictions(
+        self, records: list[dict[str, Any]], now: float, capacity: int
+    ) -> dict[tuple[str, str], int]:
+        """Prediction records (``PredictionMade`` payloads as dicts) into windows and the join buffer;
+        the rows now open in each (model, version) window a new record went to."""
         args: list[Any] = [PREFIX, repr(now), capacity]
         for record in records:
             args += [
@@ -180,7 +192,9 @@ class MonitorStore:
                 record["model_version"],
                 json.dumps(record, default=str),
             ]
-        await self._run(_ADD_PREDICTIONS, args)
+        flat = await self._run(_ADD_PREDICTIONS, args)
+        windows = (_text(flat[i]).split("\n", 1) for i in range(0, len(flat), 2))
+        return {(model, version): int(n) for (model, version), n in zip(windows, flat[1::2], strict=True)}
 
     async def add_labels(self, labels: list[tuple[str, Any]], capacity: int) -> dict[str, int]:
         """(request_id, label) pairs joined with their predictions; labelled rows per model, newly joined."""

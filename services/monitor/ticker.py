@@ -42,10 +42,9 @@ class WindowTicker:
                     self.deps.log.exception("window tick failed", model=model.name)
 
     async def _check(self, model: MonitoredModel) -> None:
-        window = model.config.window
         now = time.time()
         for version, (rows, started) in (await self.deps.store.open_windows(model.name)).items():
-            old_enough = started is not None and now - started >= window.max_seconds
-            if rows >= window.size or (rows >= window.min_size and old_enough):
+            age = now - started if started is not None else 0.0
+            if model.config.window.rows_to_close(rows, age, by_clock=True):
                 await evaluate_window(self.deps, model, version, "due", None)
         await judge_labels(self.deps, model, None)

@@ -71,11 +71,13 @@ async def test_windows_fill_per_model_and_version_and_labels_find_their_model(
     batch = (
         _predictions(range(3), "a", "1") + _predictions(range(3, 7), "a", "2") + _predictions(range(5), "b")
     )
-    await store.add_predictions(batch, 5.0, CAPACITY)
+    assert await store.add_predictions(batch, 5.0, CAPACITY) == {("a", "1"): 3, ("a", "2"): 4, ("b", "1"): 5}
     assert await store.open_windows("a") == {"1": (3, 5.0), "2": (4, 5.0)}
     assert await store.open_windows("b") == {"1": (5, 5.0)}
     joined = await store.add_labels(_labels(range(2), "a") + _labels(range(5), "b"), CAPACITY)
     assert joined == {"a": 2, "b": 5}
+    again = await store.add_predictions(batch[:2] + _predictions(range(5, 7), "b"), 6.0, CAPACITY)
+    assert again == {("b", "1"): 7}  # repeats go to no window
 
 
 async def test_the_join_buffer_is_bounded(redis_client: aioredis.Redis) -> None:
