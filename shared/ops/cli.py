@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -52,6 +53,14 @@ def echo_json(data: object) -> None:
     from shared.ops.views import as_json
 
     typer.echo(as_json(data))
+
+
+def show(data: Any, as_json: bool, render: Callable[[Any], Any]) -> None:
+    """``data`` as JSON for a script (``--json``), else as ``render`` draws it for a person."""
+    if as_json:
+        echo_json(data)
+    else:
+        console.print(render(data))
 
 
 @app.command()
@@ -217,10 +226,7 @@ def models_list(as_json: bool = typer.Option(False, "--json", help=JSON_OUT)) ->
     settings = MeshSettings()
     with operating(), operate.http_client() as http:
         rows = operate.list_models(settings, http)
-    if as_json:
-        echo_json(rows)
-    else:
-        console.print(views.models_table(rows))
+    show(rows, as_json, views.models_table)
 
 
 @models_app.command("show")
@@ -238,10 +244,7 @@ def models_show(
     settings = MeshSettings()
     with operating(), operate.http_client() as http, operate.redis_client(settings) as client:
         data = operate.show_model(settings, http, client, name)
-    if as_json:
-        echo_json(data)
-    else:
-        console.print(views.model_detail(data))
+    show(data, as_json, views.model_detail)
 
 
 def _move_champion(
@@ -386,10 +389,7 @@ def drift(
     settings = MeshSettings()
     with operating(), operate.http_client() as http:
         summary = operate.drift(settings, http, model)
-    if as_json:
-        echo_json(summary)
-    else:
-        console.print(views.drift_summary(summary))
+    show(summary, as_json, views.drift_summary)
     if open_report:
         url = operate.drift_report_url(settings, model)
         err_console.print(f"report: {url}")
@@ -451,10 +451,7 @@ def deadletter_list(
 
     with operating(), operate.redis_client(MeshSettings()) as client:
         data = deadletters.list_letters(client, stream=stream, since=since, limit=limit)
-    if as_json:
-        echo_json(data)
-    else:
-        console.print(views.dead_letters(data))
+    show(data, as_json, views.dead_letters)
 
 
 @deadletter_app.command("show")
@@ -468,10 +465,7 @@ def deadletter_show(
 
     with operating(), operate.redis_client(MeshSettings()) as client:
         data = deadletters.show_letter(client, letter_id)
-    if as_json:
-        echo_json(data)
-    else:
-        console.print(views.dead_letter_detail(data))
+    show(data, as_json, views.dead_letter_detail)
 
 
 @deadletter_app.command("replay")
