@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo up down status logs test test-unit test-integration test-e2e lint bench clean
+.PHONY: help install demo up down status logs test test-chaos test-unit test-integration test-e2e lint bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ up: install ## start the local stack (embedded Redis-compatible server, MLflow, 
 down: ## stop exactly what `make up` started
 	@if [ -x $(BIN)/mesh ]; then $(BIN)/mesh down; else echo "nothing installed, nothing running"; fi
 
-status: install ## show each local stack process and its health
+status: install ## the mesh at a glance: services, replicas, stream lag and pending, dead letters, models
 	$(BIN)/mesh status
 
 logs: install ## tail the local stack's logs (.mesh/logs/)
@@ -43,6 +43,9 @@ logs: install ## tail the local stack's logs (.mesh/logs/)
 
 test: install lint ## lint, then every test: unit, integration (real Redis, MLflow, HTTP) and e2e
 	$(BIN)/python -m pytest
+
+test-chaos: install ## faults and hostile input over the whole stack; report in tests/reports/chaos.json
+	$(BIN)/python -m pytest -m chaos tests/chaos
 
 test-unit: install ## unit tests only (no servers)
 	$(BIN)/python -m pytest tests/unit
@@ -57,6 +60,10 @@ lint: install ## ruff on everything, mypy on shared/, services/ and bench/
 	$(BIN)/ruff check shared services tests bench
 	$(BIN)/ruff format --check shared services tests bench
 	$(BIN)/mypy shared services bench
+
+docs: install ## regenerate docs/asyncapi.yaml (every stream, its event, publishers and consumer groups)
+	$(BIN)/python -m shared.ops.asyncapi docs/asyncapi.yaml
+.PHONY: docs
 
 bench: install ## benchmarks, each against a baseline in the same run; JSON and SUMMARY.md under bench/results/
 	$(BIN)/python -m bench.bus

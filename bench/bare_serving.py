@@ -21,7 +21,7 @@ from starlette.routing import Route
 from services.serving.holder import LoadedModel, load_version
 from services.serving.records import RecordError
 from services.serving.sampler import new_request_ids
-from shared.ml.modeling import CHAMPION, limit_native_threads, model_configs
+from shared.ml.modeling import CHAMPION, ModelConfig, limit_native_threads, model_configs
 from shared.runtime.settings import MeshSettings
 
 
@@ -32,26 +32,22 @@ def create_app(loaded: LoadedModel) -> Starlette:
             frame = loaded.validate([body.get("features")], "features")
         except RecordError as exc:
             return JSONResponse({"error": str(exc), "field": exc.field}, status_code=422)
-        predictions, scores = loaded.predict(frame)
+        answer = loaded.predict(frame).answer(0)
         [request_id] = new_request_ids(1)
         return JSONResponse(
-            {
-                "request_id": request_id,
-                "prediction": int(predictions[0]),
-                "probability": float(scores[0]),
-                "model": loaded.provenance(),
-            },
+            {"request_id": request_id, **answer, "model": loaded.provenance()},
             headers={**loaded.headers, "X-Request-ID": request_id},
         )
 
     return Starlette(routes=[Route("/predict", predict, methods=["POST"])])
 
 
-def first_declared_model(settings: MeshSettings) -> str:
-    declared = model_configs(settings.config_dir)
+def declared_model(settings: MeshSettings, name: str | None) -> ModelConfig:
+    """The configuration of the model ``name`` (default: the first declared)."""
+    declared = [c for c in model_configs(settings.config_dir) if name in (None, c.model_name)]
     if not declared:
-        raise SystemExit(f"no model is declared under {settings.config_dir / 'models'}")
-    return declared[0].model_name
+        raise SystemExit(f"no model {name or ''} is declared under {settings.config_dir / 'models'}")
+    return declared[0]
 
 
 def main() -> None:
@@ -63,9 +59,9 @@ def main() -> None:
     limit_native_threads()
     mlflow.set_tracking_uri(settings.effective_mlflow_uri)  # models:/ URIs resolve through it, as in serving
     client = MlflowClient(settings.effective_mlflow_uri, settings.effective_mlflow_uri)
-    name = args.model or first_declared_model(settings)
-    version = client.get_model_version_by_alias(name, CHAMPION).version
-    app = create_app(load_version(client, name, str(version)))
+    config = declared_model(settings, args.model)
+    version = client.get_model_version_by_alias(config.model_name, CHAMPION).version
+    app = create_app(load_version(client, config, str(version)))
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

@@ -13,8 +13,8 @@ The breakdown comes from the upload's trace, which the launcher's stack writes a
 **orchestration** = total - compute: the upload's parsing and storage, the hops over the bus, MLflow
 logging and registration, the registry's gate, polling. Goal: orchestration <= 3 s. Baseline, in the
 same run once the stack is stopped: the same feature set built in-process from the same snapshots
-(``build_feature_set``) and the same model fitted and evaluated in-process (``make_estimator``,
-``servable``, ``evaluate``), without the bus, MLflow or the gate.
+(``build_feature_set``) and the same model fitted and evaluated in-process (``fit_servable``,
+``evaluate``), without the bus, MLflow or the gate.
 
 The gate must promote the new version (it has to beat the champion on the same holdout): if it rejects
 it, the run says why, records it, and exits non-zero.
@@ -162,8 +162,9 @@ def in_process(settings: MeshSettings, snapshot_id: str, scratch: Path) -> dict[
     from shared.ml.datasets import load_schema
     from shared.ml.feature_sets import build_feature_set, window
     from shared.ml.features import load_feature_spec
-    from shared.ml.modeling import evaluate, load_model_config, make_estimator, servable
+    from shared.ml.modeling import fit_servable, load_model_config
     from shared.ml.snapshots import SnapshotStore
+    from shared.ml.tasks import evaluate
 
     config_dir, data_root = settings.config_dir, settings.effective_data_root
     schema, spec = load_schema(config_dir, DATASET), load_feature_spec(config_dir, DATASET)
@@ -182,11 +183,9 @@ def in_process(settings: MeshSettings, snapshot_id: str, scratch: Path) -> dict[
     pipeline = json.loads(manifest.pipeline_path.read_text())
     target = manifest.target
     fit_started = time.perf_counter()
-    estimator = make_estimator(config)
-    estimator.fit(train_frame.drop(target).to_numpy(), train_frame[target].to_numpy())
-    model = servable(pipeline, estimator)
+    model = fit_servable(config, train_frame, target, pipeline)
     fitted = time.perf_counter()
-    metrics = evaluate(model, holdout, target)
+    metrics = evaluate(model, holdout, target, config.task)
     evaluated = time.perf_counter()
     seconds = {
         "features": built - started,
@@ -194,7 +193,7 @@ def in_process(settings: MeshSettings, snapshot_id: str, scratch: Path) -> dict[
         "evaluate": evaluated - fitted,
     }
     return {
-        "what": "build_feature_set + make_estimator().fit + evaluate in one process, same snapshots",
+        "what": "build_feature_set + fit_servable + evaluate in one process, same snapshots",
         "feature_set_id": manifest.feature_set_id,
         "train_rows": manifest.train_rows,
         "holdout_rows": manifest.holdout_rows,

@@ -253,6 +253,8 @@ def parse_event(raw: bytes | str | dict[str, Any], stream: Stream[P]) -> Envelop
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ContractError(f"message: not valid JSON ({exc})") from None
+        except RecursionError:  # "[[[[..." thousands deep: no envelope is, and json gives up
+            raise ContractError("message: JSON nested too deeply to be an event") from None
     else:
         data = raw
     if not isinstance(data, dict):

@@ -7,6 +7,7 @@ from services.ingest.deps import IngestDeps
 from shared.bus import PermanentError
 from shared.events import Envelope, IngestRequested
 from shared.ml.datasets import UnknownDataset, load_schema
+from shared.ml.declaration import require_valid_dataset
 
 
 async def on_ingest_requested(deps: IngestDeps, event: Envelope[IngestRequested]) -> None:
@@ -15,6 +16,7 @@ async def on_ingest_requested(deps: IngestDeps, event: Envelope[IngestRequested]
     limit = deps.settings.max_upload_bytes
     try:
         schema = load_schema(deps.settings.config_dir, request.dataset)
+        require_valid_dataset(deps.settings.config_dir, request.dataset)
         path = local_path(request.uri)
         fmt = batch_format(request.content_type, path.name)
         if not path.is_file():

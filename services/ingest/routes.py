@@ -2,31 +2,79 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from services.ingest.batches import BatchRejected, UnsupportedFormat, batch_format, ingest_batch
 from services.ingest.deps import IngestDeps
+from services.ingest.schemas import (
+    UPLOAD_BODY,
+    BatchRejectedBody,
+    BatchStored,
+    DatasetMisdeclaredBody,
+    SnapshotList,
+)
 from services.ingest.uploads import BodyTooLarge, read_limited
+from shared.ml.config_files import InvalidConfig
 from shared.ml.datasets import UnknownDataset, load_schema
-from shared.runtime.service import deps_of
+from shared.ml.declaration import require_valid_dataset
+from shared.runtime.service import ErrorBody, provide
+
+router = APIRouter(tags=["datasets"])
+
+Deps = Annotated[IngestDeps, Depends(provide(IngestDeps))]
+DatasetName = Annotated[
+    str, Path(description="a dataset declared in `deploy/config/datasets/<name>.yaml`", examples=["demo"])
+]
+UNKNOWN_DATASET: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no such dataset is declared (`field`: `name`)"}
+}
 
 
 def _field_error(message: str, field: str, status_code: int) -> JSONResponse:
     return JSONResponse({"error": message, "field": field}, status_code=status_code)
 
 
-async def upload_batch(request: Request) -> JSONResponse:
-    """POST /datasets/{name}/batches: 201 with the new snapshot, 200 when the same rows are stored already."""
-    deps = deps_of(request, IngestDeps)
+@router.post(
+    "/datasets/{name}/batches",
+    summary="Upload a batch",
+    status_code=201,
+    response_model=BatchStored,
+    responses={
+        200: {"model": BatchStored, "description": "the same rows are stored already (`duplicate`: true)"},
+        **UNKNOWN_DATASET,
+        413: {"model": ErrorBody, "description": "larger than `MESH_MAX_UPLOAD_BYTES` (`field`: `body`)"},
+        415: {"model": ErrorBody, "description": "an unsupported `Content-Type` (`field`: `content-type`)"},
+        422: {
+            "model": BatchRejectedBody | DatasetMisdeclaredBody,
+            "description": "rows failing the schema, every column and rule named; or a dataset whose "
+            "declaration does not fit together, every problem named. Nothing is stored.",
+        },
+    },
+    openapi_extra=UPLOAD_BODY,
+)
+async def upload_batch(name: DatasetName, request: Request, response: Response, deps: Deps) -> Any:
+    """Validate a batch against the dataset's schema and store it as a snapshot, announced on
+    `data.ingested`: 201 with the new snapshot, 200 when the same rows are stored already."""
     limit = deps.settings.max_upload_bytes
-    name = request.path_params["name"]
     try:
         schema = load_schema(deps.settings.config_dir, name)
+        # Refused at the door, with every problem named: a dataset whose four files do not fit together
+        # would otherwise be stored, then fail deep in features or training.
+        await asyncio.to_thread(require_valid_dataset, deps.settings.config_dir, name)
         fmt = batch_format(request.headers.get("content-type"))
         data = await read_limited(request, limit)
     except UnknownDataset as exc:
         return _field_error(str(exc), "name", 404)
+    except InvalidConfig as exc:
+        problems = [dataclasses.asdict(p) for p in exc.problems]
+        error = f"dataset {name!r} is not declared correctly: fix its configuration first"
+        return JSONResponse({"error": error, "field": "name", "problems": problems}, status_code=422)
     except UnsupportedFormat as exc:
         return _field_error(str(exc), "content-type", 415)
     except BodyTooLarge:
@@ -41,17 +89,20 @@ async def upload_batch(request: Request) -> JSONResponse:
                 {"error": "batch rejected", "dataset": name, "failures": failures}, status_code=422
             )
     deps.log.info("batch ingested", **outcome.log_fields())
-    body = {"duplicate": outcome.duplicate, **outcome.manifest.model_dump()}
-    return JSONResponse(body, status_code=200 if outcome.duplicate else 201)
+    response.status_code = 200 if outcome.duplicate else 201
+    return {"duplicate": outcome.duplicate, **outcome.manifest.model_dump()}
 
 
-async def list_snapshots(request: Request) -> JSONResponse:
-    """GET /datasets/{name}/snapshots: every stored snapshot of a declared dataset."""
-    deps = deps_of(request, IngestDeps)
-    name = request.path_params["name"]
+@router.get(
+    "/datasets/{name}/snapshots",
+    summary="List a dataset's snapshots",
+    response_model=SnapshotList,
+    responses=UNKNOWN_DATASET,
+)
+async def list_snapshots(name: DatasetName, deps: Deps) -> Any:
+    """Every stored snapshot of a declared dataset, oldest first."""
     try:
         load_schema(deps.settings.config_dir, name)
     except UnknownDataset as exc:
         return _field_error(str(exc), "name", 404)
-    snapshots = [m.model_dump() for m in deps.store.list(name)]
-    return JSONResponse({"dataset": name, "snapshots": snapshots})
+    return SnapshotList(dataset=name, snapshots=deps.store.list(name))

@@ -6,13 +6,13 @@ consumer group's work and a restarted monitor carries on where it was."""
 
 from __future__ import annotations
 
-from starlette.applications import Starlette
-from starlette.routing import Route
+from fastapi import FastAPI
 
 from services.monitor import consumers, routes
 from services.monitor.deps import MonitorDeps
 from services.monitor.models import MonitoredModels
 from services.monitor.references import References
+from services.monitor.schemas import DESCRIPTION
 from services.monitor.state import MonitorStore
 from services.monitor.ticker import WindowTicker
 from shared import events
@@ -21,7 +21,7 @@ from shared.runtime.service import ServiceRuntime
 from shared.runtime.settings import MeshSettings
 
 
-def create_app(settings: MeshSettings | None = None) -> Starlette:
+def create_app(settings: MeshSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime("monitor", settings)
     settings = runtime.settings
     deps = MonitorDeps.of(
@@ -38,12 +38,4 @@ def create_app(settings: MeshSettings | None = None) -> Starlette:
     runtime.on_startup(ticker.start)
     runtime.on_shutdown(ticker.stop)
     runtime.require_http("mlflow", f"{settings.effective_mlflow_uri}/health")
-    return runtime.asgi(
-        [
-            Route("/drift", routes.drift),
-            Route("/drift/{model}", routes.model_drift),
-            Route("/drift/{model}/report", routes.drift_report),
-            Route("/labels", routes.receive_labels, methods=["POST"]),
-        ],
-        deps=deps,
-    )
+    return runtime.asgi(routes.router, deps=deps, description=DESCRIPTION)

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import polars as pl
 
-from services.monitor.policy import MonitorConfig, load_monitor_config
+from shared.ml.config_files import ConfigProblem, InvalidConfig
 from shared.ml.datasets import DatasetSchema, load_schema
 from shared.ml.features import FeatureSpec, load_feature_spec
+from shared.ml.modeling import load_model_config
+from shared.ml.monitoring import MonitorConfig, load_monitor_config
+from shared.ml.tasks import DEFAULT_LIVE_METRIC, LIVE_METRICS
 from shared.runtime.logging import get_logger
 
 log = get_logger("mesh.monitor")
@@ -27,6 +30,7 @@ class MonitoredModel:
     config: MonitorConfig
     spec: FeatureSpec
     schema: DatasetSchema
+    task: str = "binary"
     prediction_schema: dict[str, pl.DataType] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -34,11 +38,40 @@ class MonitoredModel:
         prediction_schema: dict[str, pl.DataType] = {
             "request_id": pl.String(),
             "model_version": pl.String(),
-            "prediction": pl.Int64(),
+            "prediction": self.label_dtype,
+            "probability": pl.Float64(),
             "predicted_at": pl.Datetime("us", "UTC"),
             **inputs,
         }
         object.__setattr__(self, "prediction_schema", prediction_schema)
+
+    @property
+    def label_dtype(self) -> pl.DataType:
+        """What a label (and a predicted label or value) is read as: the target's type; a number for
+        regression."""
+        if self.task == "regression":
+            return pl.Float64()
+        return self.schema.polars_schema[self.spec.target]
+
+    @property
+    def positive_label(self) -> str | None:
+        """A binary model's positive class as text (labels are compared as text), as scikit-learn orders
+        the classes: the second of the sorted categories, True, or the larger integer."""
+        if self.task != "binary":
+            return None
+        column = self.schema.column(self.spec.target)
+        if column.allowed and len(column.allowed) == 2:
+            return sorted(column.allowed)[1]
+        if column.dtype == "bool":
+            return "true"
+        if column.dtype == "int" and column.max is not None:
+            return str(int(column.max))
+        return None
+
+    @property
+    def output_column(self) -> str:
+        """The column of a prediction record whose drift is the drift of the model's outputs."""
+        return "probability" if self.task == "binary" else "prediction"
 
     @property
     def name(self) -> str:
@@ -50,11 +83,17 @@ class MonitoredModel:
 
     @classmethod
     def for_dataset(cls, config_dir: Path, dataset: str) -> MonitoredModel:
-        return cls(
-            load_monitor_config(config_dir, dataset),
-            load_feature_spec(config_dir, dataset),
-            load_schema(config_dir, dataset),
-        )
+        task = load_model_config(config_dir, dataset).task
+        config = load_monitor_config(config_dir, dataset)
+        if config.performance.metric is None:
+            performance = config.performance.model_copy(update={"metric": DEFAULT_LIVE_METRIC[task]})
+            config = config.model_copy(update={"performance": performance})
+        elif config.performance.metric not in LIVE_METRICS[task]:
+            path = str(config_dir / "monitor" / f"{dataset}.yaml")
+            known = ", ".join(LIVE_METRICS[task])
+            message = f"{config.performance.metric!r} is not a live metric of a {task} model ({known})"
+            raise InvalidConfig([ConfigProblem(path, "performance.metric", message)])
+        return cls(config, load_feature_spec(config_dir, dataset), load_schema(config_dir, dataset), task)
 
 
 class MonitoredModels:

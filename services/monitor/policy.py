@@ -18,96 +18,17 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal, TypeGuard
+from typing import Any, TypeGuard
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
+
+from shared.ml.monitoring import OUTPUT_DRIFT, MonitorConfig, Threshold
 
 # The drift statistics the policy reads from ``window_drift`` scores; the others (wasserstein, chi2_p,
 # null_share_delta) are reported for people, not used to decide.
 DRIFT_METHODS = ("psi", "ks")
 PERFORMANCE_TEST = "performance"
 HOUR_S = 3600.0
-
-
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Threshold(_Config):
-    """A test fires at ``score >= fire`` and clears at ``score < clear`` (hysteresis band in between)."""
-
-    fire: float = Field(ge=0)
-    clear: float = Field(ge=0)
-
-    @model_validator(mode="after")
-    def _clear_below_fire(self) -> Threshold:
-        if self.clear > self.fire:
-            raise ValueError(f"clear ({self.clear}) must be <= fire ({self.fire})")
-        return self
-
-
-class WindowConfig(_Config):
-    size: int = Field(default=500, ge=1, description="rows per window")
-    min_size: int = Field(default=200, ge=1, description="fewest rows a window closed by time is scored on")
-    max_seconds: float = Field(default=120, gt=0, description="a window closes after this even if not full")
-
-    def rows_to_close(self, rows: int, age_s: float, *, by_clock: bool) -> int:
-        """How many of an open window's ``rows`` an evaluation takes: ``size`` once it is full; all of them
-        when ``by_clock`` and it has ``min_size`` rows and is ``max_seconds`` old; else none. Never because
-        labels came, so a window's rows do not depend on when the ground truth happened to arrive."""
-        if rows >= self.size:
-            return self.size
-        if by_clock and rows >= self.min_size and age_s >= self.max_seconds:
-            return rows
-        return 0
-
-    @model_validator(mode="after")
-    def _min_within_size(self) -> WindowConfig:
-        if self.min_size > self.size:
-            raise ValueError(f"min_size ({self.min_size}) must be <= size ({self.size})")
-        return self
-
-
-class DriftConfig(_Config):
-    psi: Threshold
-    ks: Threshold
-    min_features: int = Field(default=1, ge=1, description="features with a firing drift test to start")
-
-
-class PerformanceConfig(_Config):
-    metric: Literal["accuracy"] = "accuracy"
-    # On the drop: accuracy recorded at promotion minus accuracy on the window's labelled rows.
-    max_drop: Threshold
-    min_labels: int = Field(default=200, ge=1, description="labelled rows a window needs to be scored")
-
-
-class RetrainConfig(_Config):
-    cooldown_s: float = Field(default=600, ge=0)
-    max_per_hour: int = Field(default=2, ge=1)
-    min_labelled_rows: int = Field(default=300, ge=0)
-    window_snapshots: int = Field(default=1, ge=1, description="snapshots of new labelled rows to train on")
-
-
-class MonitorConfig(_Config):
-    dataset: str
-    model_name: str
-    window: WindowConfig = WindowConfig()
-    drift: DriftConfig
-    performance: PerformanceConfig
-    retrain: RetrainConfig = RetrainConfig()
-    join_capacity: int = Field(default=20_000, ge=1, description="predictions kept waiting for labels")
-
-
-def load_monitor_config(config_dir: Path, dataset: str) -> MonitorConfig:
-    path = config_dir / "monitor" / f"{dataset}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"no monitor config for dataset {dataset!r} at {path}")
-    config = MonitorConfig.model_validate(yaml.safe_load(path.read_text()))
-    if config.dataset != dataset:
-        raise ValueError(f"{path} configures dataset {config.dataset!r}, expected {dataset!r}")
-    return config
 
 
 @dataclass
@@ -203,9 +124,14 @@ class TriggerPolicy:
         self.episode_event = None
 
     def _drift_scores(self, signals: WindowSignals) -> list[tuple[str, str, float, Threshold]]:
-        thresholds = {"psi": self.config.drift.psi, "ks": self.config.drift.ks}
+        drift = self.config.drift
+        inputs = {"psi": drift.psi, "ks": drift.ks}
+        outputs = {"psi": drift.outputs.psi, "ks": drift.outputs.ks} if drift.outputs else None
         known: list[tuple[str, str, float, Threshold]] = []
         for feature, scores in sorted(signals.drift.items()):
+            thresholds = outputs if feature == OUTPUT_DRIFT else inputs
+            if thresholds is None:
+                continue
             for method in DRIFT_METHODS:
                 score = scores.get(method)
                 if _known(score):

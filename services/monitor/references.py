@@ -10,32 +10,43 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from shared.ml.modeling import OUTPUT_PROFILE
+
 
 @dataclass(frozen=True)
 class Reference:
-    """What a model version is compared with: its training profile and its accuracy at promotion."""
+    """What a model version is compared with: its training profile, the profile of its outputs on its
+    holdout, and its metrics at promotion."""
 
     version: str
     profile: dict[str, Any]
-    promoted_accuracy: float | None
+    promoted_metrics: dict[str, float]
     feature_set_id: str
+    output_profile: dict[str, Any] | None = None  # None: a version logged before outputs were profiled
 
 
-def reference_from_version(tags: dict[str, str], profile: dict[str, Any], version: str) -> Reference:
-    accuracy = json.loads(tags.get("mesh.metrics") or "{}").get("accuracy")
+def reference_from_version(
+    tags: dict[str, str], profile: dict[str, Any], version: str, output_profile: dict[str, Any] | None = None
+) -> Reference:
+    metrics = json.loads(tags.get("mesh.metrics") or "{}")
     return Reference(
         version=version,
         profile=profile,
-        promoted_accuracy=float(accuracy) if accuracy is not None else None,
+        promoted_metrics={k: float(v) for k, v in metrics.items() if v is not None},
         feature_set_id=tags.get("mesh.feature_set_id", ""),
+        output_profile=output_profile,
     )
 
 
 def fetch_reference(client: MlflowClient, model_name: str, version: str) -> Reference:
-    """The registered version's tags and the feature profile its training run logged (blocking I/O)."""
+    """The registered version's tags and the profiles its training run logged (blocking I/O)."""
     details = client.get_model_version(model_name, version)
     profile = mlflow.artifacts.load_dict(f"runs:/{details.run_id}/features/profile.json")
-    return reference_from_version(details.tags or {}, profile, version)
+    outputs = None
+    listed = client.list_artifacts(str(details.run_id), OUTPUT_PROFILE.rpartition("/")[0])
+    if any(item.path == OUTPUT_PROFILE for item in listed):
+        outputs = mlflow.artifacts.load_dict(f"runs:/{details.run_id}/{OUTPUT_PROFILE}")
+    return reference_from_version(details.tags or {}, profile, version, outputs)
 
 
 class References:

@@ -60,7 +60,7 @@ def _history_chart(model: MonitoredModel, history: list[WindowResult]) -> str:
     drops = [r.performance_drop if r.performance_drop is not None else float("nan") for r in history]
     axis.plot(x, max_psi, marker="o", label="max PSI")
     axis.plot(x, max_ks, marker="s", label="max KS")
-    axis.plot(x, drops, marker="^", label="accuracy drop")
+    axis.plot(x, drops, marker="^", label=f"{model.config.performance.metric} worse by")
     drift = model.config.drift
     axis.axhline(drift.psi.fire, color="C0", linestyle="--", linewidth=0.8)
     axis.axhline(drift.ks.fire, color="C1", linestyle="--", linewidth=0.8)
@@ -97,14 +97,14 @@ def render_report(model: MonitoredModel, history: list[WindowResult]) -> str:
         if scored is not None
         else "<p>No window with enough predictions yet.</p>"
     )
-    accuracy = "n/a" if latest.accuracy is None else f"{latest.accuracy:.3f}"
+    performance = "n/a" if latest.performance is None else f"{latest.performance:.3f}"
     return f"""<html><head><title>Drift report: {name}</title>
 <style>body{{font-family:sans-serif;margin:2em}} img{{margin:.5em;border:1px solid #ddd}}</style></head>
 <body>
 <h1>Drift report: {name}</h1>
 <p>Latest window: model version {html.escape(latest.model_version)}, {latest.rows} predictions,
-{latest.labelled_rows} labelled (accuracy {accuracy}), {html.escape(latest.started_at)} to
-{html.escape(latest.ended_at)}.</p>
+{latest.labelled_rows} labelled ({html.escape(latest.performance_metric)} {performance}),
+{html.escape(latest.started_at)} to {html.escape(latest.ended_at)}.</p>
 <p>Decision: <b>{"retrain" if latest.decision.retrain else "hold"}</b>;
 fired: {html.escape(", ".join(latest.decision.fired) or "none")}</p>
 <ul>{rows}</ul>

@@ -19,12 +19,14 @@ import polars as pl
 from services.monitor.drift import current_distribution, window_drift
 from services.monitor.models import MonitoredModel
 from services.monitor.policy import Decision, TriggerPolicy, WindowSignals
+from shared.ml.monitoring import OUTPUT_DRIFT
+from shared.ml.tasks import live_metric, worsening
 
 if TYPE_CHECKING:  # an annotation here; at run time the module would import mlflow, which it never uses
     from services.monitor.references import Reference
 
 
-_RECORD_FIELDS = ("request_id", "model_version", "prediction", "predicted_at")
+_RECORD_FIELDS = ("request_id", "model_version", "prediction", "probability", "predicted_at")
 
 
 @dataclass
@@ -37,7 +39,8 @@ class WindowResult:
     ended_at: str
     scores: dict[str, dict[str, float]]
     performance_drop: float | None
-    accuracy: float | None
+    performance_metric: str
+    performance: float | None  # the metric on the window's labelled rows, when there were enough
     decision: Decision
     distributions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -63,7 +66,8 @@ class WindowResult:
             "window": self.window(),
             "scores": self.scores,
             "performance_drop": self.performance_drop,
-            "accuracy": self.accuracy,
+            "performance_metric": self.performance_metric,
+            "performance": self.performance,
             "decision": self.decision.to_dict(),
         }
 
@@ -84,7 +88,7 @@ def labelled_frame(model: MonitoredModel, rows: Sequence[bytes | str]) -> pl.Dat
     """Stored labelled rows (``{"label": ..., "record": ...}``) as predictions with a ``label`` column."""
     decoded = [json.loads(row) for row in rows]
     frame = _typed(model, [r["record"] for r in decoded])
-    labels = pl.Series("label", [r["label"] for r in decoded], dtype=pl.Int64, strict=False)
+    labels = pl.Series("label", [r["label"] for r in decoded], dtype=model.label_dtype, strict=False)
     return frame.with_columns(labels)
 
 
@@ -110,19 +114,32 @@ def evaluate(
     rows when there are enough; the policy (updated in place) decides."""
     config = model.config
     frame = inputs.window
-    columns = model.spec.input_columns
-    scores = window_drift(reference.profile, frame, columns) if reference and frame.height else {}
-    distributions = (
-        {c: chart_series(reference.profile["columns"][c], frame[c]) for c in scores} if reference else {}
-    )
+    scores: dict[str, dict[str, float]] = {}
+    distributions: dict[str, dict[str, Any]] = {}
+    if reference is not None and frame.height:
+        scores = window_drift(reference.profile, frame, model.spec.input_columns)
+        profiles = {c: reference.profile["columns"][c] for c in scores}
+        if reference.output_profile is not None:
+            # Drift of the model's outputs, seen before any label arrives: the positive class's
+            # probability (binary), the predicted class (multiclass) or the predicted value.
+            outputs = frame.select(pl.col(model.output_column).alias(OUTPUT_DRIFT))
+            scores |= window_drift(
+                {"columns": {OUTPUT_DRIFT: reference.output_profile}}, outputs, [OUTPUT_DRIFT]
+            )
+            profiles[OUTPUT_DRIFT] = reference.output_profile
+            frame = frame.with_columns(outputs)
+        distributions = {c: chart_series(profiles[c], frame[c]) for c in scores}
     labelled = inputs.labelled
-    accuracy = None
+    metric = str(config.performance.metric)
+    performance = None
     drop = None
     if labelled.height >= config.performance.min_labels:
-        correct = (labelled["prediction"] == labelled["label"]).cast(pl.Float64).sum()
-        accuracy = float(correct) / labelled.height
-        if reference is not None and reference.promoted_accuracy is not None:
-            drop = reference.promoted_accuracy - accuracy
+        performance = live_metric(
+            model.task, metric, labelled["label"], labelled["prediction"], model.positive_label
+        )
+        promoted = reference.promoted_metrics.get(metric) if reference is not None else None
+        if promoted is not None:
+            drop = worsening(model.task, metric, promoted, performance)
     decision = policy.decide(
         WindowSignals(drift=scores, performance_drop=drop, labelled_rows=inputs.feedback_rows), now
     )
@@ -135,7 +152,8 @@ def evaluate(
         ended_at=_iso(now),
         scores=scores,
         performance_drop=drop,
-        accuracy=accuracy,
+        performance_metric=metric,
+        performance=performance,
         decision=decision,
         distributions=distributions,
     )
@@ -144,11 +162,12 @@ def evaluate(
 def feedback_batch(model: MonitoredModel, rows: pl.DataFrame) -> pl.DataFrame:
     """Labelled live rows as a batch of the model's dataset (its schema), for ingest to store."""
     spec, schema = model.spec, model.schema
+    ids = [(pl.lit("live-") + pl.col("request_id")).alias(spec.id_column)] if spec.id_column else []
     batch = rows.select(
-        (pl.lit("live-") + pl.col("request_id")).alias(spec.id_column),
+        *ids,
         pl.col("predicted_at").alias("event_time"),
         *spec.input_columns,
-        pl.col("label").alias(spec.target),
+        pl.col("label").cast(schema.polars_schema[spec.target], strict=False).alias(spec.target),
     )
     # Columns the dataset declares but live traffic does not carry stay null (and must be optional).
     missing = [c for c in schema.column_names if c not in batch.columns]

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 
+from fastapi import Depends, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from services.registry.deps import RegistryDeps
+from shared.runtime.service import Refusal, provide
+
+# How the OpenAPI says it; the checking is :func:`refusal`'s, which keeps its own answers (401 and 403).
+bearer = HTTPBearer(
+    scheme_name="registryToken",
+    description="`MESH_REGISTRY_TOKEN` (the local stack keeps one in `.mesh/registry-token`)",
+    auto_error=False,
+)
 
 
 def refusal(request: Request, token: str | None) -> JSONResponse | None:
@@ -25,3 +38,14 @@ def refusal(request: Request, token: str | None) -> JSONResponse | None:
             {"error": "missing or wrong bearer token", "field": "authorization"}, status_code=401
         )
     return None
+
+
+async def authorized(
+    request: Request,
+    deps: Annotated[RegistryDeps, Depends(provide(RegistryDeps))],
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> None:
+    """A route dependency: the command goes on only for the bearer of the registry's token. Declared
+    before the route's body, it refuses before the body is read."""
+    if (refused := refusal(request, deps.settings.registry_token)) is not None:
+        raise Refusal(refused)

@@ -19,7 +19,7 @@ from services.registry.deps import RegistryDeps
 from services.registry.gate import GateDecision, evaluate_candidate
 from shared.bus import PermanentError
 from shared.events import ModelPromoted, ModelRejected, ModelTrained
-from shared.ml.modeling import CHAMPION, GateConfig
+from shared.ml.modeling import CHAMPION, ModelConfig
 
 TAG_GATE = "mesh.gate"  # on the candidate's run: the decision and its evidence, for idempotency
 
@@ -50,16 +50,16 @@ def rejected(trained: ModelTrained, decision: GateDecision) -> ModelRejected:
 
 
 def decide(
-    client: MlflowClient, trained: ModelTrained, data_root: Path, gate_for: Callable[[str], GateConfig]
+    client: MlflowClient, trained: ModelTrained, data_root: Path, config_for: Callable[[str], ModelConfig]
 ) -> ModelPromoted | ModelRejected:
     """The recorded decision on ``trained``, or a new one recorded now; then promote or reject.
 
-    ``gate_for`` is asked only when there is something to judge: a recorded decision stands as taken.
+    ``config_for`` is asked only when there is something to judge: a recorded decision stands as taken.
     """
     decision = recorded_decision(client, trained.run_id)
     champion = alias_version(client, trained.model_name, CHAMPION)
     if decision is None:
-        decision = evaluate_candidate(trained, data_root, gate_for(trained.model_name), champion)
+        decision = evaluate_candidate(trained, data_root, config_for(trained.model_name), champion)
         record_decision(client, trained.run_id, decision)
     if decision.promote:
         return register_and_promote(client, trained, decision, champion)
@@ -73,7 +73,7 @@ async def decide_under_lock(deps: RegistryDeps, trained: ModelTrained) -> ModelP
     async with lock:
         try:
             return await asyncio.to_thread(
-                decide, deps.mlflow, trained, deps.settings.effective_data_root, deps.gate_for
+                decide, deps.mlflow, trained, deps.settings.effective_data_root, deps.config_for
             )
         except FileNotFoundError as exc:  # the candidate's feature set is gone: judging it cannot succeed
             raise PermanentError(str(exc)) from exc

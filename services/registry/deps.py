@@ -7,7 +7,7 @@ import dataclasses
 from mlflow.tracking import MlflowClient
 
 from shared.bus import PermanentError
-from shared.ml.modeling import GateConfig, model_configs
+from shared.ml.modeling import ModelConfig, valid_model_configs
 from shared.runtime.service import ServiceDeps
 
 
@@ -18,12 +18,15 @@ class RegistryDeps(ServiceDeps):
 
     mlflow: MlflowClient
 
-    def gate_for(self, model_name: str) -> GateConfig:
-        """The gate configured for ``model_name``, read when asked so that an edited config applies to the
-        next candidate. A model without a config can never be gated: no retry would help."""
-        for config in model_configs(self.settings.config_dir):
+    def config_for(self, model_name: str) -> ModelConfig:
+        """The configuration (task, gate) of ``model_name``, read when asked so that an edited config
+        applies to the next candidate. A model without a valid config can never be gated: no retry would
+        help, and the reason names the file and field."""
+        configs, problems = valid_model_configs(self.settings.config_dir)
+        for config in configs:
             if config.model_name == model_name:
-                return config.gate
+                return config
+        known = f"; refused files: {'; '.join(str(p) for p in problems)}" if problems else ""
         raise PermanentError(
-            f"model {model_name!r} has no config under {self.settings.config_dir / 'models'}"
+            f"model {model_name!r} has no valid config under {self.settings.config_dir / 'models'}{known}"
         )

@@ -19,7 +19,9 @@ from mlflow.entities.model_registry import ModelVersion
 
 from shared.events import ModelTrained
 from shared.ml.feature_sets import require_manifest
-from shared.ml.modeling import GateConfig, evaluate, sanity_problems
+from shared.ml.features import FeatureSpec
+from shared.ml.modeling import ModelConfig, load_logged_model, sanity_problems
+from shared.ml.tasks import evaluate, higher_is_better, worsening
 
 
 @dataclass
@@ -33,47 +35,52 @@ def judge(
     candidate: dict[str, float],
     champion: dict[str, float] | None,
     problems: list[str],
-    gate: GateConfig,
+    config: ModelConfig,
 ) -> tuple[bool, list[str]]:
-    """Pure gate rule: sanity, floors, then margin over the champion (the first model needs only floors)."""
+    """Pure gate rule: sanity, floors, then margin over the champion (the first model needs only floors).
+
+    Each metric is judged in its own direction: a floor of ``rmse`` is a ceiling, and beating the
+    champion on it means a lower value."""
+    gate, task = config.gate, config.task
     reasons = list(problems)
-    for metric, floor in gate.floors.items():
+    for metric, bound in gate.floors.items():
         value = candidate.get(metric, math.nan)
-        if not value >= floor:  # NaN fails too
-            reasons.append(f"{metric} {value:.4f} is below the floor {floor}")
+        if higher_is_better(task, metric):
+            if not value >= bound:  # NaN fails too
+                reasons.append(f"{metric} {value:.4f} is below the floor {bound}")
+        elif not value <= bound:
+            reasons.append(f"{metric} {value:.4f} is above the ceiling {bound}")
     if champion is not None:
-        ours, theirs = (
-            candidate.get(gate.primary_metric, math.nan),
-            champion.get(gate.primary_metric, math.nan),
-        )
-        if not ours >= theirs + gate.margin:
+        metric = config.primary_metric
+        ours, theirs = candidate.get(metric, math.nan), champion.get(metric, math.nan)
+        gain = -worsening(task, metric, theirs, ours)
+        if not gain >= gate.margin:
             reasons.append(
-                f"{gate.primary_metric} {ours:.4f} does not beat the champion's {theirs:.4f} "
-                f"by the margin {gate.margin}"
+                f"{metric} {ours:.4f} does not beat the champion's {theirs:.4f} by the margin {gate.margin}"
             )
     return not reasons, reasons
 
 
 def evaluate_candidate(
-    trained: ModelTrained, data_root: Path, gate: GateConfig, champion_version: ModelVersion | None
+    trained: ModelTrained, data_root: Path, config: ModelConfig, champion_version: ModelVersion | None
 ) -> GateDecision:
     """Score the candidate and ``champion_version`` (None for a first model) on the candidate's holdout and
     judge; the decision carries everything it was taken on as evidence."""
     manifest = require_manifest(data_root, trained.dataset, trained.feature_set_id)
-    holdout = pl.read_parquet(manifest.holdout_path)
-    id_column = json.loads(manifest.pipeline_path.read_text())["spec"]["id_column"]
-    holdout = holdout.drop(id_column)
+    spec = FeatureSpec.model_validate(json.loads(manifest.pipeline_path.read_text())["spec"])
+    holdout = pl.read_parquet(manifest.holdout_path).select([*spec.input_columns, manifest.target])
 
-    candidate = mlflow.sklearn.load_model(trained.model_uri)
-    problems, latency = sanity_problems(candidate, holdout, manifest.target, gate)
-    candidate_metrics = evaluate(candidate, holdout, manifest.target)
+    candidate = load_logged_model(mlflow.artifacts.download_artifacts(trained.model_uri), config)
+    problems, latency = sanity_problems(candidate, holdout, manifest.target, config)
+    candidate_metrics = evaluate(candidate, holdout, manifest.target, config.task)
 
     champion_metrics = None
     if champion_version is not None:
-        champion = mlflow.sklearn.load_model(f"models:/{trained.model_name}/{champion_version.version}")
-        champion_metrics = evaluate(champion, holdout, manifest.target)
+        champion_uri = f"models:/{trained.model_name}/{champion_version.version}"
+        champion = load_logged_model(mlflow.artifacts.download_artifacts(champion_uri), config)
+        champion_metrics = evaluate(champion, holdout, manifest.target, config.task)
 
-    promote, reasons = judge(candidate_metrics, champion_metrics, problems, gate)
+    promote, reasons = judge(candidate_metrics, champion_metrics, problems, config)
     evidence = {
         "holdout_feature_set_id": manifest.feature_set_id,
         "holdout_rows": holdout.height,
@@ -91,6 +98,8 @@ def evaluate_candidate(
             if champion_version is not None
             else None
         ),
-        "gate": gate.model_dump(),
+        "task": config.task,
+        "primary_metric": config.primary_metric,
+        "gate": config.gate.model_dump(),
     }
     return GateDecision(promote, reasons, evidence)

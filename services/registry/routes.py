@@ -3,54 +3,74 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated, Any
 
-from starlette.requests import Request
+from fastapi import APIRouter, Depends, Path
 from starlette.responses import JSONResponse
 
 from services.registry.aliases import aliases_lock, described_aliases, move_champion
-from services.registry.auth import refusal
+from services.registry.auth import authorized
 from services.registry.deps import RegistryDeps
 from services.registry.metrics import PROMOTIONS
+from services.registry.schemas import ChampionMoved, ModelAliases, PromoteRequest
 from shared import events
 from shared.ml.modeling import PREVIOUS
-from shared.runtime.service import deps_of
+from shared.runtime.service import ErrorBody, JsonBody, provide
+
+router = APIRouter(tags=["models"])
+
+Deps = Annotated[RegistryDeps, Depends(provide(RegistryDeps))]
+ModelName = Annotated[str, Path(description="a registered model's name", examples=["churn-demo"])]
+COMMAND: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorBody,
+        "description": "no bearer token, or not the registry's (`field`: `authorization`)",
+    },
+    403: {"model": ErrorBody, "description": "commands are off: no `MESH_REGISTRY_TOKEN` is configured"},
+}
 
 
-async def describe(request: Request) -> JSONResponse:
-    """GET /models/{name}: the version each alias points at."""
-    deps = deps_of(request, RegistryDeps)
-    name = request.path_params["name"]
-    return JSONResponse({"model_name": name, **await asyncio.to_thread(described_aliases, deps.mlflow, name)})
+@router.get("/models/{name}", summary="A model's champion and previous version", response_model=ModelAliases)
+async def describe(name: ModelName, deps: Deps) -> Any:
+    """The version, run and tags each alias (`champion`, `previous`) points at; null where it is unset."""
+    return {"model_name": name, **await asyncio.to_thread(described_aliases, deps.mlflow, name)}
 
 
-async def rollback(request: Request) -> JSONResponse:
-    """POST /models/{name}/rollback: the champion goes back to the previous version."""
-    deps = deps_of(request, RegistryDeps)
-    if (refused := refusal(request, deps.settings.registry_token)) is not None:
-        return refused
-    return await move_and_announce(
-        deps, request.path_params["name"], PREVIOUS, "rollback requested over HTTP"
-    )
+@router.post(
+    "/models/{name}/rollback",
+    summary="Roll back to the previous version",
+    dependencies=[Depends(authorized)],
+    response_model=ChampionMoved,
+    responses={
+        **COMMAND,
+        404: {"model": ErrorBody, "description": "the model has no previous version (`field`: `version`)"},
+    },
+)
+async def rollback(name: ModelName, deps: Deps) -> Any:
+    """The champion goes back to the previous version (and the old champion becomes previous)."""
+    return await move_and_announce(deps, name, PREVIOUS, "rollback requested over HTTP")
 
 
-async def promote(request: Request) -> JSONResponse:
-    """POST /models/{name}/promote with ``{"version": "<number>"}``: that version becomes the champion."""
-    deps = deps_of(request, RegistryDeps)
-    if (refused := refusal(request, deps.settings.registry_token)) is not None:
-        return refused
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    version = body.get("version") if isinstance(body, dict) else None
-    if not isinstance(version, str | int) or not str(version).isdigit():
-        return JSONResponse({"error": 'body must be {"version": "<number>"}', "field": "version"}, 422)
-    return await move_and_announce(
-        deps, request.path_params["name"], str(version), "promotion requested over HTTP"
-    )
+@router.post(
+    "/models/{name}/promote",
+    summary="Make a version the champion",
+    dependencies=[Depends(authorized)],
+    response_model=ChampionMoved,
+    responses={
+        **COMMAND,
+        404: {"model": ErrorBody, "description": "the model has no such version (`field`: `version`)"},
+    },
+)
+async def promote(
+    name: ModelName, deps: Deps, body: Annotated[PromoteRequest, Depends(JsonBody(PromoteRequest))]
+) -> Any:
+    """With `{"version": "<number>"}`: that version becomes the champion, the current one previous."""
+    return await move_and_announce(deps, name, body.version, "promotion requested over HTTP")
 
 
-async def move_and_announce(deps: RegistryDeps, name: str, target: str, reason: str) -> JSONResponse:
+async def move_and_announce(
+    deps: RegistryDeps, name: str, target: str, reason: str
+) -> JSONResponse | ChampionMoved:
     """Move the champion to ``target`` under the model's lock and announce it on ``model.promoted``."""
     async with aliases_lock(deps.bus.redis, name, timeout=60, blocking_timeout=60):
         try:
@@ -60,4 +80,4 @@ async def move_and_announce(deps: RegistryDeps, name: str, target: str, reason: 
     event = await deps.bus.emit(events.MODEL_PROMOTED, promoted)
     PROMOTIONS.labels(name, promoted.action).inc()
     deps.log.info("champion moved", model=name, version=promoted.version, action=promoted.action)
-    return JSONResponse({**promoted.model_dump(mode="json"), "event_id": event.event_id})
+    return ChampionMoved(**promoted.model_dump(), event_id=event.event_id)

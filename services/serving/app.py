@@ -20,6 +20,7 @@ import bentoml
 from starlette.applications import Starlette
 
 from services.serving import consumers, inference_protocol, routes
+from services.serving.answers import Prediction, Predictions
 from services.serving.catalog import ModelCatalog
 from services.serving.deps import ServingDeps
 from services.serving.predictions import predict_many, predict_one, traced
@@ -82,14 +83,15 @@ class MeshServing:
         return self.deps.models.ready and self.deps.bus.started
 
     @bentoml.api
-    async def predict(self, features: dict[str, Any], model: str | None = None) -> dict[str, Any]:
-        """One record of named fields for the named model -> prediction, probability, and the model
-        version (and lineage) behind it. ``model`` may be left out while exactly one model is served."""
+    async def predict(self, features: dict[str, Any], model: str | None = None) -> Prediction:
+        """One record of named fields for the named model -> its answer (the label and each class's
+        probability, or the value) and the model version (and lineage) behind it. ``model`` may be left
+        out while exactly one model is served."""
         respond = functools.partial(predict_one, self.deps, model, features)
         return await traced(self.deps.tracer, "/predict", respond)  # type: ignore[return-value]
 
     @bentoml.api
-    async def predict_batch(self, records: list[dict[str, Any]], model: str | None = None) -> dict[str, Any]:
+    async def predict_batch(self, records: list[dict[str, Any]], model: str | None = None) -> Predictions:
         """Many records for the named model in one call, scored in one vectorised model call."""
         respond = functools.partial(predict_many, self.deps, model, records)
         return await traced(self.deps.tracer, "/predict_batch", respond)  # type: ignore[return-value]

@@ -19,7 +19,8 @@ from opentelemetry.trace import Tracer
 
 from services.serving.holder import LoadedModel, ModelHolder, version_provenance
 from services.serving.metrics import MODEL_EVICTIONS
-from shared.ml.modeling import ModelConfig, model_configs
+from shared.ml.config_files import ConfigProblem
+from shared.ml.modeling import ModelConfig, valid_model_configs
 from shared.runtime.logging import get_logger
 
 log = get_logger("mesh.serving")
@@ -70,34 +71,39 @@ class ModelCatalog:
         self._admission = asyncio.Semaphore(1)
         self._tasks: set[asyncio.Task[None]] = set()  # every background sync, for stop()
         self._rediscovered_at = time.monotonic()
-        self.declare(model_configs(config_dir))  # an invalid config fails the start, as it should
+        self.declare(*valid_model_configs(config_dir))
 
     # --- what is declared and served -----------------------------------------------------------------
 
-    def declare(self, configs: list[ModelConfig]) -> list[ModelHolder]:
-        """Hold exactly the models of ``configs``; the holders added."""
+    def declare(self, configs: list[ModelConfig], problems: list[ConfigProblem]) -> list[ModelHolder]:
+        """Hold the models of ``configs``; the holders added. Models no longer declared are let go, unless
+        a file has ``problems``: it may be one of them mid-edit, and keeps serving as it was meanwhile."""
+        for problem in problems:
+            log.error("model config refused", file=problem.file, field=problem.field, error=problem.message)
         names = {config.model_name for config in configs}
-        for gone in [name for name in self.holders if name not in names]:
+        for gone in [name for name in self.holders if name not in names and not problems]:
             self.holders.pop(gone).unload()
             log.info("model no longer declared: not served", model=gone)
         added = []
         for config in configs:
-            if config.model_name not in self.holders:
-                holder = ModelHolder(config.model_name, config.dataset, self._tracer)
+            if (known := self.holders.get(config.model_name)) is not None:
+                known.config = config  # an edited configuration applies to the next load
+            else:
+                holder = ModelHolder(config, self._tracer)
                 self.holders[config.model_name] = holder
                 added.append(holder)
                 log.info("model declared", model=config.model_name, dataset=config.dataset)
         return added
 
     async def rediscover(self) -> list[ModelHolder]:
-        """Re-read the declared models; the holders added. A config that does not parse keeps the set."""
+        """Re-read the declared models; the holders added."""
         self._rediscovered_at = time.monotonic()
         try:
-            configs = await asyncio.to_thread(model_configs, self.config_dir)
-        except Exception as exc:
+            configs, problems = await asyncio.to_thread(valid_model_configs, self.config_dir)
+        except OSError as exc:
             log.warning("could not re-read the declared models", error=str(exc))
             return []
-        return self.declare(configs)
+        return self.declare(configs, problems)
 
     @property
     def served(self) -> list[ModelHolder]:

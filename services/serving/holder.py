@@ -26,13 +26,15 @@ from mlflow.tracking import MlflowClient
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel
+from sklearn.base import is_classifier
 
 from services.serving.metrics import MODEL_LOADED, MODEL_LOADS, MODEL_SWAP_SECONDS, MODEL_VERSION
 from services.serving.records import record_model, validate_records
 from shared.events import utcnow
 from shared.ml.datasets import DatasetSchema
 from shared.ml.features import FeaturePipeline
-from shared.ml.modeling import CHAMPION
+from shared.ml.modeling import CHAMPION, ModelConfig, load_logged_model
+from shared.ml.tasks import Outputs, is_classification, model_classes, predict_outputs
 from shared.runtime.logging import get_logger
 
 log = get_logger("mesh.serving")
@@ -59,6 +61,8 @@ class LoadedModel:
     record: type[BaseModel] = field(repr=False)
     columns: list[str] = field(repr=False)
     schema: DatasetSchema = field(repr=False)
+    task: str = "binary"
+    classes: list[Any] | None = None  # a classifier's labels, in the order of its probabilities
 
     @property
     def data_digest(self) -> str:
@@ -89,6 +93,8 @@ class LoadedModel:
             **self.provenance(),
             "snapshot_ids": self.snapshot_ids,
             "loaded_at": self.loaded_at,
+            "task": self.task,
+            "classes": self.classes,
             "inputs": self.columns,
         }
 
@@ -97,9 +103,8 @@ class LoadedModel:
         dtypes = {c: self.schema.polars_schema[c] for c in self.columns}
         return validate_records(self.record, dtypes, records, where)
 
-    def predict(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        scores = np.asarray(self.model.predict_proba(frame))[:, 1]
-        return (scores >= 0.5).astype(int), scores
+    def predict(self, frame: pl.DataFrame) -> Outputs:
+        return predict_outputs(self.model, frame, self.task)
 
 
 def version_provenance(name: str, version: ModelVersion) -> dict[str, Any]:
@@ -115,11 +120,21 @@ def version_provenance(name: str, version: ModelVersion) -> dict[str, Any]:
     }
 
 
-def load_version(client: MlflowClient, name: str, version: str) -> LoadedModel:
+def task_of(model: Any) -> str:
+    """The task a fitted model serves, from the model itself: a version keeps the task it was trained for
+    even when the configuration has changed since."""
+    if not is_classifier(model):
+        return "regression"
+    return "binary" if len(model.classes_) == 2 else "multiclass"
+
+
+def load_version(client: MlflowClient, config: ModelConfig, version: str) -> LoadedModel:
     """Download, deserialise and warm up one registered version; raises if it cannot serve."""
+    name = config.model_name
     details = client.get_model_version(name, version)
     local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
-    model = mlflow.sklearn.load_model(local)
+    model = load_logged_model(local, config)
+    task = task_of(model)
     pipeline = FeaturePipeline.from_dict(model.named_steps["features"].pipeline)
     columns = pipeline.spec.input_columns
     example = Model.load(local).load_input_example(local)
@@ -134,6 +149,8 @@ def load_version(client: MlflowClient, name: str, version: str) -> LoadedModel:
         record=record_model(pipeline.schema, columns),
         columns=columns,
         schema=pipeline.schema,
+        task=task,
+        classes=model_classes(model) if is_classification(task) else None,
     )
     # Warm-up through the same path requests take; a model that cannot answer it never serves.
     if example is None:
@@ -141,9 +158,8 @@ def load_version(client: MlflowClient, name: str, version: str) -> LoadedModel:
     # Through polars: pandas writes a missing value as NaN, which a request would send as null.
     records = pl.from_pandas(example).select(columns).to_dicts()
     frame = loaded.validate(records, "warmup")
-    _, scores = loaded.predict(frame)
-    if not np.all(np.isfinite(scores)):
-        raise ValueError(f"version {version} produced non-finite scores on its input example")
+    if not np.all(np.isfinite(loaded.predict(frame).numeric)):
+        raise ValueError(f"version {version} produced non-finite outputs on its input example")
     return loaded
 
 
@@ -151,9 +167,8 @@ class ModelHolder:
     """One declared model: the champion the registry last named, and the one reference requests read
     (replaced whole, never mutated; None while no version of the model is in memory)."""
 
-    def __init__(self, name: str, dataset: str, tracer: Tracer | None = None) -> None:
-        self.name = name
-        self.dataset = dataset
+    def __init__(self, config: ModelConfig, tracer: Tracer | None = None) -> None:
+        self.config = config  # replaced when the configuration is read again
         self.current: LoadedModel | None = None
         self.champion: ModelVersion | None = None  # as last read; None: no champion, or not read yet
         self.checked = False  # the alias has been read at least once
@@ -172,6 +187,14 @@ class ModelHolder:
         if self.current is not None:
             return self.current.version
         return str(self.champion.version) if self.champion is not None else None
+
+    @property
+    def name(self) -> str:
+        return self.config.model_name
+
+    @property
+    def dataset(self) -> str:
+        return self.config.dataset
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
@@ -209,7 +232,7 @@ class ModelHolder:
         with self._tracer.start_as_current_span("serving.swap", attributes=attributes) as span:
             span.set_attribute("mesh.previous_version", previous or "")
             try:
-                loaded = await asyncio.to_thread(load_version, client, self.name, version)
+                loaded = await asyncio.to_thread(load_version, client, self.config, version)
             except Exception as exc:
                 MODEL_LOADS.labels(self.name, "failed").inc()
                 span.record_exception(exc)

@@ -2,7 +2,9 @@
 Seldon-style clients call a served model unchanged.
 
 ``POST /v2/models/{name}[/versions/{version}]/infer`` takes tensors by input name (one column each, shape
-``[N]`` or ``[N, 1]``) and answers the ``prediction``, ``probability`` and ``request_id`` tensors; the
+``[N]`` or ``[N, 1]``) and answers the ``prediction`` tensor (the label or value), for classifiers the
+``probabilities`` (``[N, classes]``, the classes named in its parameters) and for binary ones the
+positive class's ``probability``, and ``request_id``; the
 records go through the same validation, scoring and sampling as ``/predict_batch``. ``GET /v2/models/
 {name}`` describes the model's inputs, ``/v2/models/{name}/ready`` says whether it answers now, and
 ``/v2/health/live`` | ``/v2/health/ready`` are the server's. Errors are the protocol's ``{"error": ...}``
@@ -25,8 +27,6 @@ from services.serving.predictions import answer, traced
 from services.serving.records import RecordError
 from services.serving.refusals import refusal
 
-# What an answer holds, as the protocol's output tensors.
-OUTPUTS = (("prediction", "INT64"), ("probability", "FP64"), ("request_id", "BYTES"))
 # The protocol's tensor datatypes of the dataset's column types.
 DATATYPES = {"int": "INT64", "float": "FP64", "bool": "BOOL", "category": "BYTES", "str": "BYTES"}
 
@@ -72,11 +72,42 @@ def records_of(body: Any) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
-def _outputs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {"name": name, "datatype": datatype, "shape": [len(results)], "data": [r[name] for r in results]}
-        for name, datatype in OUTPUTS
+def _label_datatype(loaded: LoadedModel) -> str:
+    if not loaded.classes:
+        return "FP64"
+    first = loaded.classes[0]
+    return "BOOL" if isinstance(first, bool) else "INT64" if isinstance(first, int) else "BYTES"
+
+
+def output_specs(loaded: LoadedModel, rows: int) -> list[dict[str, Any]]:
+    """The output tensors of ``loaded``'s answers (``rows`` = -1 in metadata): name, datatype, shape."""
+    specs: list[dict[str, Any]] = [
+        {"name": "prediction", "datatype": _label_datatype(loaded), "shape": [rows]}
     ]
+    if loaded.task == "binary":
+        specs.append({"name": "probability", "datatype": "FP64", "shape": [rows]})
+    if loaded.classes:
+        specs.append(
+            {
+                "name": "probabilities",
+                "datatype": "FP64",
+                "shape": [rows, len(loaded.classes)],
+                "parameters": {"classes": loaded.classes},
+            }
+        )
+    specs.append({"name": "request_id", "datatype": "BYTES", "shape": [rows]})
+    return specs
+
+
+def _outputs(loaded: LoadedModel, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    tensors = output_specs(loaded, len(results))
+    for tensor in tensors:
+        if tensor["name"] == "probabilities":  # row-major, as the protocol flattens a [N, K] tensor
+            labels = [str(c) for c in loaded.classes or []]
+            tensor["data"] = [r["probabilities"][label] for r in results for label in labels]
+        else:
+            tensor["data"] = [r[tensor["name"]] for r in results]
+    return tensors
 
 
 async def _loaded(deps: ServingDeps, request: Request) -> LoadedModel | JSONResponse:
@@ -110,7 +141,7 @@ async def infer(request: Request) -> JSONResponse:
         response: dict[str, Any] = {
             "model_name": loaded.name,
             "model_version": loaded.version,
-            "outputs": _outputs(results),
+            "outputs": _outputs(loaded, results),
         }
         if isinstance(body.get("id"), str):
             response["id"] = body["id"]
@@ -133,7 +164,7 @@ async def model_metadata(request: Request) -> JSONResponse:
         "versions": [loaded.version],
         "platform": "retrain-mesh",
         "inputs": inputs,
-        "outputs": [{"name": name, "datatype": datatype, "shape": [-1]} for name, datatype in OUTPUTS],
+        "outputs": output_specs(loaded, -1),
     }
     return JSONResponse(body, headers={**loaded.headers, **deps.worker_header})
 

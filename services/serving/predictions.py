@@ -27,14 +27,11 @@ def answer(
     loaded: LoadedModel, sampler: PredictionSampler, records: list[Any], where: str
 ) -> list[dict[str, Any]]:
     frame = loaded.validate(records, where)
-    predictions, scores = loaded.predict(frame)
+    outputs = loaded.predict(frame)
     request_ids = new_request_ids(frame.height)
-    sampler.offer(loaded, frame, predictions, scores, request_ids)
+    sampler.offer(loaded, frame, outputs, request_ids)
     PREDICTIONS.labels(loaded.name, loaded.version).inc(frame.height)
-    return [
-        {"request_id": rid, "prediction": int(p), "probability": float(s)}
-        for rid, p, s in zip(request_ids, predictions, scores, strict=True)
-    ]
+    return [{"request_id": rid, **outputs.answer(row)} for row, rid in enumerate(request_ids)]
 
 
 async def predict_one(deps: ServingDeps, model: str | None, features: dict[str, Any]) -> JSONResponse:

@@ -9,7 +9,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import numpy as np
 import polars as pl
 
 from services.serving.holder import LoadedModel
@@ -17,6 +16,7 @@ from services.serving.metrics import PREDICTIONS_DROPPED
 from shared import events
 from shared.bus import MeshBus
 from shared.events import PredictionMade, new_event, utcnow
+from shared.ml.tasks import Outputs, python_value
 from shared.runtime.logging import get_logger
 
 log = get_logger("mesh.serving")
@@ -28,20 +28,20 @@ class _Answered:
 
     loaded: LoadedModel
     frame: pl.DataFrame
-    predictions: np.ndarray
-    scores: np.ndarray
+    outputs: Outputs
     request_ids: list[str]
     at: datetime
 
     def records(self, rate: float) -> list[PredictionMade]:
+        scores = self.outputs.positive_scores
         return [
             PredictionMade(
                 request_id=self.request_ids[i],
                 model_name=self.loaded.name,
                 model_version=self.loaded.version,
                 features=row,
-                prediction=int(self.predictions[i]),
-                probability=float(self.scores[i]),
+                prediction=python_value(self.outputs.predictions[i]),
+                probability=float(scores[i]) if scores is not None else None,
                 predicted_at=self.at,
             )
             for i, row in enumerate(self.frame.iter_rows(named=True))
@@ -73,8 +73,7 @@ class PredictionSampler:
         self,
         loaded: LoadedModel,
         frame: pl.DataFrame,
-        predictions: np.ndarray,
-        scores: np.ndarray,
+        outputs: Outputs,
         request_ids: list[str],
     ) -> None:
         if self.rate <= 0:
@@ -83,7 +82,7 @@ class PredictionSampler:
             PREDICTIONS_DROPPED.inc(frame.height)
             return
         self._queued += frame.height
-        self._queue.put_nowait(_Answered(loaded, frame, predictions, scores, request_ids, utcnow()))
+        self._queue.put_nowait(_Answered(loaded, frame, outputs, request_ids, utcnow()))
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._drain(), name="prediction-sampler")

@@ -11,8 +11,10 @@ from services.training.windows import latest_window
 from shared import events
 from shared.bus import PermanentError
 from shared.events import Envelope, FeaturesReady, RetrainRequested
+from shared.ml.config_files import InvalidConfig
+from shared.ml.estimators import UnreviewedTypes
 from shared.ml.feature_sets import FeatureSetManifest, require_manifest
-from shared.ml.modeling import load_model_config
+from shared.ml.modeling import TrainingDataError, load_model_config
 
 
 async def on_features_ready(deps: TrainingDeps, event: Envelope[FeaturesReady]) -> None:
@@ -47,19 +49,22 @@ async def train_and_announce(
     """Train the dataset's configured model on ``manifest`` and announce the run, caused by ``event``."""
     try:
         config = load_model_config(deps.settings.config_dir, dataset)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, InvalidConfig) as exc:
         raise PermanentError(str(exc)) from exc
     attributes = {"mesh.dataset": dataset, "mesh.feature_set_id": manifest.feature_set_id}
     with deps.tracer.start_as_current_span("training.train", attributes=attributes) as span:
-        run = await asyncio.to_thread(
-            train,
-            deps.mlflow,
-            manifest,
-            config,
-            trigger_type=event.type,
-            trigger_event_id=event.event_id,
-            correlation_id=event.correlation_id,
-        )
+        try:
+            run = await asyncio.to_thread(
+                train,
+                deps.mlflow,
+                manifest,
+                config,
+                trigger_type=event.type,
+                trigger_event_id=event.event_id,
+                correlation_id=event.correlation_id,
+            )
+        except (TrainingDataError, UnreviewedTypes) as exc:  # the same data fails the same way every time
+            raise PermanentError(f"cannot train {config.model_name!r}: {exc}") from exc
         span.set_attribute("mesh.run_id", run.run_id)
     payload = announcement(config, manifest, run)
     await deps.bus.emit(events.MODEL_TRAINED, payload, cause=event)

@@ -14,16 +14,11 @@ from mlflow.tracking import MlflowClient
 from opentelemetry import trace
 
 from shared.events import ModelTrained
+from shared.ml.estimators import require_reviewed, trusted_types
 from shared.ml.feature_sets import FeatureSetManifest
-from shared.ml.modeling import (
-    SKOPS_TRUSTED_TYPES,
-    ModelConfig,
-    evaluate,
-    make_estimator,
-    model_requirements,
-    positive_scores,
-    servable,
-)
+from shared.ml.features import FeaturePipeline
+from shared.ml.modeling import OUTPUT_PROFILE, ModelConfig, fit_servable, model_requirements
+from shared.ml.tasks import output_profile, predict_outputs, score
 
 TAG_TRIGGER = "mesh.trigger_event_id"
 
@@ -103,18 +98,20 @@ def train(
     target = manifest.target
 
     with tracer.start_as_current_span("training.fit", attributes={"mesh.rows": train_frame.height}):
-        estimator = make_estimator(config)
-        estimator.fit(train_frame.drop(target).to_numpy(), train_frame[target].to_numpy())
-        model = servable(pipeline, estimator)
+        model = fit_servable(config, train_frame, target, pipeline)
+        require_reviewed(model, config.estimator, config.task)
     with tracer.start_as_current_span("training.evaluate") as span:
-        metrics = evaluate(model, holdout, target)
+        holdout_outputs = predict_outputs(model, holdout.drop(target), config.task)
+        metrics = score(holdout[target].to_numpy(), holdout_outputs)
         span.set_attributes({f"mesh.metric.{k}": v for k, v in metrics.items()})
 
-    records = holdout.drop(target, pipeline["spec"]["id_column"])
+    records = holdout.select(FeaturePipeline.from_dict(pipeline).spec.input_columns)
     example = records.head(5).to_pandas()
-    signature = infer_signature(example, positive_scores(model, records.head(5)))
+    # What pyfunc's predict returns (the label or the value), as serving answers it.
+    signature = infer_signature(example, predict_outputs(model, records.head(5), config.task).predictions)
     params: dict[str, Any] = {
-        "estimator": config.estimator.kind,
+        "task": config.task,
+        "estimator": config.estimator.resolved_path(config.task),
         **{f"estimator.{k}": v for k, v in config.estimator.params.items()},
         "seed": config.seed,
         "feature_set_id": manifest.feature_set_id,
@@ -158,11 +155,14 @@ def train(
             name="model",
             signature=signature,
             input_example=example,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            pip_requirements=model_requirements(),
+            serialization_format="skops",
+            pyfunc_predict_fn="predict",  # the label (or value) serving answers with
+            skops_trusted_types=trusted_types(config.estimator, config.task),
+            pip_requirements=model_requirements(config),
         )
         mlflow.log_artifact(str(manifest.pipeline_path), artifact_path="features")
         mlflow.log_artifact(str(manifest.profile_path), artifact_path="features")
+        mlflow.log_dict(output_profile(holdout_outputs), OUTPUT_PROFILE)
         # Written last: a run carrying this tag is complete, which is what the idempotency check trusts.
         mlflow.set_tag("mesh.model_uri", info.model_uri)
     return TrainedRun(run_id=run.info.run_id, model_uri=info.model_uri, metrics=metrics, params=params)

@@ -15,7 +15,8 @@ What FastStream 0.7 gives a stream consumer group, and what this package adds on
 * A ``NOGROUP`` error (Redis lost its data: restart without persistence, FLUSHALL) makes FastStream
   stop the subscriber for good. A supervisor notices, recreates the group and restarts it,
   at most once per ``bus_supervise_interval_s``: no tight loop.
-* Idle consumers block in XREADGROUP for ``bus_block_ms`` (1 s) instead of FastStream's 100 ms poll.
+* Idle consumers block in XREADGROUP for ``bus_block_ms`` (10 s) instead of FastStream's 100 ms poll;
+  the bus's clients wait that long plus ``REPLY_MARGIN_S`` for a reply (redis-py's default is 5 s).
 * Handlers are made idempotent per group by ``event_id`` (a done-marker with a TTL), and events
   emitted while handling one get ids derived from it, so a redelivered event re-emits the same ids.
 
@@ -61,6 +62,8 @@ from shared.runtime.settings import MeshSettings
 
 log = get_logger("mesh.bus")
 
+REPLY_MARGIN_S = 5.0  # how much longer than a blocking read a client waits for Redis's reply
+
 
 class MeshBus:
     def __init__(
@@ -76,7 +79,9 @@ class MeshBus:
         self.settings = settings
         self.service = service
         self.consumer_name = consumer_name or f"{service}-{socket.gethostname()}-{os.getpid()}"
-        self.connection = connection or RedisConnection(settings.effective_redis_url)
+        self.connection = connection or RedisConnection(
+            settings.effective_redis_url, socket_timeout_s=settings.bus_block_ms / 1000 + REPLY_MARGIN_S
+        )
         middlewares = [RedisTelemetryMiddleware(tracer_provider=tracer_provider)] if tracer_provider else []
         self.broker = self.connection.broker(
             middlewares=middlewares,
@@ -87,7 +92,7 @@ class MeshBus:
         )
         self._redis: aioredis.Redis | None = None
         self.publisher = Publisher(self.broker, lambda: self.redis, settings.stream_maxlen)
-        self.deliveries = Deliveries(settings, self.consumer_name, lambda: self.redis, self.publisher.publish)
+        self.deliveries = Deliveries(settings, self.consumer_name, lambda: self.redis, self.publisher)
         self._consumers: list[Consumer] = []
         self._supervisor: asyncio.Task[None] | None = None
         self.started = False
@@ -144,7 +149,7 @@ class MeshBus:
             await deliver_broadcast(stream, handler, message.body)
 
         deliver.__name__ = f"{self.service}_{stream}_listen"
-        self.broker.subscriber(stream=sub)(deliver)
+        self.broker.subscriber(stream=sub, decoder=_undecoded)(deliver)
 
     def _read_sub(self, consumer: Consumer, *, max_records: int, batch: bool = False) -> StreamSub:
         """New entries for the group (``>``), blocking up to ``bus_block_ms`` when there are none."""
@@ -169,7 +174,9 @@ class MeshBus:
         )
 
     def _subscribe(self, consumer: Consumer, sub: StreamSub, deliver: Callable[..., Awaitable[None]]) -> None:
-        subscriber = self.broker.subscriber(stream=sub, ack_policy=AckPolicy.MANUAL, parser=_readable)
+        subscriber = self.broker.subscriber(
+            stream=sub, ack_policy=AckPolicy.MANUAL, parser=_readable, decoder=_undecoded
+        )
         subscriber(deliver)
         consumer.subscribers.append(subscriber)
 
@@ -214,7 +221,7 @@ class MeshBus:
         self.started = False
         in_flight = self.deliveries.in_flight
         if in_flight:  # a slow stop waits for these, up to bus_graceful_timeout_s
-            log.info("bus stopping with events in flight", message_ids=sorted(in_flight))
+            log.info("bus stopping with events in flight", entries=sorted(in_flight))
         # Bounded: a stop that hangs (seen once on a saturated CI machine, cause not found) must not hold
         # a service's shutdown forever; what it abandons stays pending, for the group to reclaim.
         limit = self.settings.bus_graceful_timeout_s + 10
@@ -226,7 +233,7 @@ class MeshBus:
                     self._supervisor = None
                 await self.broker.stop()
         except TimeoutError:
-            log.error("bus stop timed out", after_s=limit, message_ids=sorted(in_flight))
+            log.error("bus stop timed out", after_s=limit, entries=sorted(in_flight))
         if self._redis is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
@@ -323,3 +330,9 @@ async def _readable(message: Mapping[str, Any], original: Callable[..., Awaitabl
         return await original(message)
     except Exception:
         return await original({**message, "data": await plain_entries(message["data"])})
+
+
+async def _undecoded(message: Any, _original: Callable[..., Awaitable[Any]]) -> Any:
+    """The body as read, not decoded: the delivery rules parse it against the stream's contract anyway,
+    and FastStream's own JSON decode raised (RecursionError on "[[[[...") before any handler ran."""
+    return message.body

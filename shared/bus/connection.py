@@ -21,6 +21,10 @@ class RedisConnection:
 
     url: str
     connection_class: type[aioredis.Connection] | None = None
+    # redis-py gives up on a reply after 5 s by default; a blocking read (XREAD(GROUP) BLOCK) legitimately
+    # waits up to its block time, so the bus sets this above it. Left at 5 s, a longer block raised
+    # TimeoutError, FastStream backed off 5 s, and a broadcast read from "$" missed what came meanwhile.
+    socket_timeout_s: float | None = None
 
     def client(self) -> aioredis.Redis:
         """A redis-py client with a pool of its own."""
@@ -31,4 +35,9 @@ class RedisConnection:
         return RedisBroker(self.url, **self._pool_options(), **options)
 
     def _pool_options(self) -> dict[str, Any]:
-        return {} if self.connection_class is None else {"connection_class": self.connection_class}
+        options: dict[str, Any] = {}
+        if self.connection_class is not None:
+            options["connection_class"] = self.connection_class
+        if self.socket_timeout_s is not None:
+            options["socket_timeout"] = self.socket_timeout_s
+        return options

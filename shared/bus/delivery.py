@@ -22,6 +22,7 @@ from opentelemetry import trace
 
 from shared import events
 from shared.bus.metrics import EVENTS_DEADLETTERED, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_HANDLED
+from shared.bus.publish import Publisher
 from shared.events import ContractError, DeadLetter, Envelope, P, Stream, new_event, parse_event
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import MeshSettings
@@ -30,7 +31,6 @@ log = get_logger("mesh.bus")
 
 Handler = Callable[[Envelope[P]], Awaitable[None]]
 BatchHandler = Callable[[list[Envelope[P]]], Awaitable[None]]
-Publish = Callable[[Envelope[Any]], Awaitable[None]]
 
 
 class PermanentError(Exception):
@@ -55,6 +55,17 @@ def entry_body(fields: Mapping[Any, Any]) -> bytes:
     # FastStream's legacy JSON format ({"data": ..., "headers": ...}) with headers that are no object is
     # no FastStream message: the entry as written, for the contract check to refuse.
     return body if isinstance(headers, dict) else raw
+
+
+def read_entry(raw: bytes | str, stream: Stream[P]) -> Envelope[P]:
+    """``parse_event``, with whatever else breaks reading an entry made a ContractError too: an entry that
+    raised anything else would be redelivered by every sweep and never dead-lettered."""
+    try:
+        return parse_event(raw, stream)
+    except ContractError:
+        raise
+    except Exception as exc:
+        raise ContractError(f"message: unreadable ({type(exc).__name__}: {exc})") from None
 
 
 async def plain_entries(data: Any) -> Any:
@@ -115,7 +126,7 @@ def annotate_span(envelope: Envelope[Any], attempt: int = 1) -> None:
 async def deliver_broadcast(stream: Stream[P], handler: Handler[P], body: bytes) -> None:
     """A broadcast entry (no group): handled once, or logged; never acknowledged, never retried."""
     try:
-        envelope = parse_event(body, stream)
+        envelope = read_entry(body, stream)
     except ContractError as exc:
         log.warning("ignored invalid broadcast", stream=stream, error=str(exc))
         return
@@ -135,7 +146,7 @@ async def deliver_broadcast(stream: Stream[P], handler: Handler[P], body: bytes)
 class Deliveries:
     """The delivery rules as one bus process applies them to the entries its subscribers read.
 
-    ``redis`` gives the bus's own client (opened on first use), ``publish`` sends the dead letters.
+    ``redis`` gives the bus's own client (opened on first use), ``publisher`` writes the dead letters.
     """
 
     def __init__(
@@ -143,13 +154,15 @@ class Deliveries:
         settings: MeshSettings,
         consumer_name: str,
         redis: Callable[[], aioredis.Redis],
-        publish: Publish,
+        publisher: Publisher,
     ) -> None:
         self.settings = settings
         self.consumer_name = consumer_name
         self._client = redis
-        self._publish = publish
-        # Entries this process is handling now: its own reclaim sweep must not hand them out again.
+        self._publisher = publisher
+        # Entries this process is handling now, as "stream/group/entry id": its own reclaim sweep must not
+        # hand them out again. Entry ids are per stream (two streams written in the same millisecond give
+        # the same id), so an id alone would make one stream's entry skip another's.
         self.in_flight: set[str] = set()
 
     @property
@@ -159,14 +172,15 @@ class Deliveries:
     async def deliver(self, consumer: Consumer, message: Any, *, reclaimed: bool) -> None:
         """One entry read by a group subscriber; ``reclaimed`` if the sweep took it back from the pending."""
         message_id = as_text(message.raw_message["message_ids"][0])
-        if message_id in self.in_flight:
+        entry = _entry_key(consumer, message_id)
+        if entry in self.in_flight:
             # Our own sweep claimed an entry this process is still handling; the handler will ack it.
             return
-        self.in_flight.add(message_id)
+        self.in_flight.add(entry)
         try:
             await self._deliver_once(consumer, message, message_id, reclaimed=reclaimed)
         finally:
-            self.in_flight.discard(message_id)
+            self.in_flight.discard(entry)
 
     async def deliver_batch(self, consumer: Consumer, handler: BatchHandler[Any], message: Any) -> None:
         """Entries read together (see ``MeshBus.consume_batch``): the valid ones handled in one call and
@@ -176,7 +190,7 @@ class Deliveries:
         good_ids: list[str] = []
         for message_id, fields in zip(ids, message.raw_message["data"], strict=True):
             try:
-                envelopes.append(parse_event(entry_body(fields), consumer.stream))
+                envelopes.append(read_entry(entry_body(fields), consumer.stream))
                 good_ids.append(message_id)
             except (ContractError, KeyError) as exc:
                 # As written: entry_body undoes the wrapping of an entry FastStream could not decode.
@@ -184,7 +198,8 @@ class Deliveries:
                 await self._dead_letter(consumer, message_id, original, None, f"invalid event: {exc}", 1)
         if not envelopes:
             return
-        self.in_flight.update(good_ids)
+        entries = {_entry_key(consumer, message_id) for message_id in good_ids}
+        self.in_flight.update(entries)
         try:
             with self._lease(consumer.stream, consumer.group, good_ids):
                 await handler(envelopes)
@@ -193,7 +208,7 @@ class Deliveries:
             log.exception("batch handler failed; entries will be retried one by one", count=len(good_ids))
             return
         finally:
-            self.in_flight.difference_update(good_ids)
+            self.in_flight.difference_update(entries)
         await self.redis.xack(consumer.stream, consumer.group, *good_ids)
         EVENTS_HANDLED.labels(consumer.stream, consumer.group).inc(len(good_ids))
 
@@ -205,7 +220,7 @@ class Deliveries:
         attempts = await self._delivery_count(stream, group, message_id) if reclaimed else 1
 
         try:
-            envelope: Envelope[Any] = parse_event(raw, stream)
+            envelope: Envelope[Any] = read_entry(raw, stream)
         except ContractError as exc:
             await self._dead_letter(consumer, message_id, raw, None, f"invalid event: {exc}", attempts)
             return
@@ -246,10 +261,15 @@ class Deliveries:
                     await self.redis.hset(_errors_key(stream, group), message_id, error)
                 return
 
-        await self.redis.set(done_key, b"1", ex=self.settings.idempotency_ttl_s)
-        await message.ack()
+        # The done-marker and the ack in one round trip, all or nothing: an entry acknowledged without
+        # its marker could be handled again if it were ever replayed, a marker without the ack costs a
+        # redelivery that the marker then skips.
+        done = self.redis.pipeline(transaction=True)
+        done.set(done_key, b"1", ex=self.settings.idempotency_ttl_s)
+        done.xack(stream, group, message_id)
         if attempts > 1:
-            await self.redis.hdel(_errors_key(stream, group), message_id)
+            done.hdel(_errors_key(stream, group), message_id)
+        await done.execute()
         EVENTS_HANDLED.labels(stream, group).inc()
 
     async def _delivery_count(self, stream: str, group: str, message_id: str) -> int:
@@ -298,11 +318,15 @@ class Deliveries:
         error: str,
         attempts: int,
     ) -> None:
-        await self._publish(
-            dead_letter(consumer.stream, consumer.group, message_id, original, envelope, error, attempts)
-        )
-        await self.redis.xack(consumer.stream, consumer.group, message_id)
-        await self.redis.hdel(_errors_key(consumer.stream, consumer.group), message_id)
+        letter = dead_letter(consumer.stream, consumer.group, message_id, original, envelope, error, attempts)
+        # The letter, the ack and the cleanup in one transaction (one round trip): never a letter for an
+        # entry still pending (it would be dead-lettered twice), never an ack without its letter.
+        transaction = self.redis.pipeline(transaction=True)
+        await self._publisher.stage(transaction, [letter])
+        transaction.xack(consumer.stream, consumer.group, message_id)
+        transaction.hdel(_errors_key(consumer.stream, consumer.group), message_id)
+        await transaction.execute()
+        self._publisher.sent([letter])
         EVENTS_DEADLETTERED.labels(consumer.stream, consumer.group).inc()
         log.warning(
             "dead-lettered",
@@ -312,6 +336,10 @@ class Deliveries:
             error=error,
             attempts=attempts,
         )
+
+
+def _entry_key(consumer: Consumer, message_id: str) -> str:
+    return f"{consumer.stream}/{consumer.group}/{message_id}"
 
 
 def _errors_key(stream: str, group: str) -> str:

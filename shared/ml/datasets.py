@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.ml.config_files import read_config
 
 DType = Literal["int", "float", "str", "bool", "category", "datetime"]
 
@@ -104,7 +105,7 @@ def load_schema(config_dir: Path, name: str) -> DatasetSchema:
     if not path.is_file():
         known = sorted(p.stem for p in (config_dir / "datasets").glob("*.yaml"))
         raise UnknownDataset(f"dataset {name!r} is not declared (known: {', '.join(known) or 'none'})")
-    schema = DatasetSchema.model_validate(yaml.safe_load(path.read_text()))
+    schema = read_config(path, DatasetSchema)
     if schema.name != name:
         raise ValueError(f"{path} declares dataset {schema.name!r}, expected {name!r}")
     return schema

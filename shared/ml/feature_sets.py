@@ -27,6 +27,12 @@ from shared.ml.features import FeaturePipeline, FeatureSpec
 from shared.ml.snapshots import SnapshotManifest, atomic_write
 
 PROFILE_BINS = 10
+# Reference values a numeric column's profile keeps for KS and Wasserstein: all of them up to this many,
+# else this many evenly spaced order statistics. Their ECDF is then within 1/(2 * PROFILE_SAMPLE) of the
+# whole column's, so KS compares a window with the whole reference and its noise keeps shrinking as the
+# window grows (against a random sample of 500 values it never fell below ~0.09 at alpha 1e-3, more than
+# a 0.2 sd mean shift moves it), while profile.json stays at ~200 KB per numeric column.
+PROFILE_SAMPLE = 10_000
 SPLIT_BUCKETS = 10_000
 
 
@@ -88,8 +94,10 @@ def require_manifest(data_root: Path, dataset: str, fs_id: str) -> FeatureSetMan
 
 
 def split_mask(frame: pl.DataFrame | pl.LazyFrame, spec: FeatureSpec) -> pl.Expr:
-    """True for holdout rows: a seeded hash of the row id, so a row keeps its side as the window grows."""
-    bucket = pl.col(spec.id_column).hash(seed=spec.split.seed) % SPLIT_BUCKETS
+    """True for holdout rows: a seeded hash of the row id, so a row keeps its side as the window grows.
+    Without an id column, of the row's content (its inputs and target): the same row, the same side."""
+    key = pl.col(spec.id_column) if spec.id_column else pl.struct([*spec.input_columns, spec.target])
+    bucket = key.hash(seed=spec.split.seed) % SPLIT_BUCKETS
     return bucket < int(spec.split.holdout_fraction * SPLIT_BUCKETS)
 
 
@@ -108,33 +116,53 @@ def reference_profile(frame: pl.DataFrame, schema: DatasetSchema, columns: list[
     profile: dict[str, Any] = {"rows": frame.height, "columns": {}}
     for name in columns:
         col = schema.column(name)
-        series = frame[name]
-        null_share = series.null_count() / max(frame.height, 1)
-        present = series.drop_nulls()
-        if col.dtype in ("int", "float"):
-            values = present.cast(pl.Float64)
-            quantiles = [float(values.quantile(q / PROFILE_BINS) or 0.0) for q in range(1, PROFILE_BINS)]
-            edges = sorted(set(quantiles))
-            shares = bin_shares(values.to_numpy(), edges)
-            profile["columns"][name] = {
-                "kind": "numeric",
-                "edges": edges,
-                "shares": shares,
-                "null_share": null_share,
-                "mean": _number(values.mean()),
-                "std": _number(values.std()),
-                "sample": values.sample(min(values.len(), 500), seed=0).sort().to_list(),
-            }
-        else:
-            counts = dict(present.cast(pl.String).value_counts().iter_rows())
-            total = max(present.len(), 1)
-            categories = col.allowed or sorted(counts)
-            profile["columns"][name] = {
-                "kind": "categorical",
-                "shares": {c: counts.get(c, 0) / total for c in categories},
-                "null_share": null_share,
-            }
+        profile["columns"][name] = column_profile(
+            frame[name], numeric=col.dtype in ("int", "float"), categories=col.allowed
+        )
     return profile
+
+
+def reference_sample(values: np.ndarray, size: int = PROFILE_SAMPLE) -> list[float]:
+    """``values`` sorted when there are at most ``size`` of them; else ``size`` evenly spaced order
+    statistics, the ``i``-th at rank ``floor((i + 1/2) n / size)``: values of the column itself (ties
+    and integers stay exact), each standing for ``n / size`` of them."""
+    ordered = np.sort(values)
+    n = ordered.size
+    if n <= size:
+        return ordered.tolist()
+    ranks = ((2 * np.arange(size, dtype=np.int64) + 1) * n) // (2 * size)
+    return ordered[ranks].tolist()
+
+
+def column_profile(
+    series: pl.Series, *, numeric: bool, categories: list[str] | None = None
+) -> dict[str, Any]:
+    """One column's reference: quantile bins and their shares, moments and the reference sample with how
+    many present values it stands for (numeric), or category shares (categorical)."""
+    null_share = series.null_count() / max(series.len(), 1)
+    present = series.drop_nulls()
+    if numeric:
+        values = present.cast(pl.Float64)
+        quantiles = [float(values.quantile(q / PROFILE_BINS) or 0.0) for q in range(1, PROFILE_BINS)]
+        edges = sorted(set(quantiles))
+        array = values.to_numpy()
+        return {
+            "kind": "numeric",
+            "edges": edges,
+            "shares": bin_shares(array, edges),
+            "null_share": null_share,
+            "mean": _number(values.mean()),
+            "std": _number(values.std()),
+            "sample": reference_sample(array),
+            "sample_rows": values.len(),
+        }
+    counts = dict(present.cast(pl.String).value_counts().iter_rows())
+    total = max(present.len(), 1)
+    return {
+        "kind": "categorical",
+        "shares": {c: counts.get(c, 0) / total for c in categories or sorted(counts)},
+        "null_share": null_share,
+    }
 
 
 def build_feature_set(
@@ -159,7 +187,7 @@ def build_feature_set(
 
     pipeline = FeaturePipeline(spec, schema).fit(train_raw)
     train = pipeline.transform(train_raw).with_columns(train_raw[spec.target].alias(spec.target))
-    keep = [spec.id_column, *spec.input_columns, spec.target]
+    keep = [*([spec.id_column] if spec.id_column else []), *spec.input_columns, spec.target]
     profile = reference_profile(train_raw, schema, spec.input_columns)
 
     directory = feature_set_dir(data_root, schema.name, fs_id)

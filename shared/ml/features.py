@@ -16,10 +16,10 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import polars as pl
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from shared.ml.config_files import read_config
 from shared.ml.datasets import DatasetSchema, load_schema
 
 GLOBAL_KEY = "__global__"
@@ -94,7 +94,10 @@ class FeatureSpec(BaseModel):
 
     dataset: str
     target: str
-    id_column: str = Field(description="keeps each row on one side of the split as the window grows")
+    id_column: str | None = Field(
+        default=None,
+        description="keeps a row on one side of the split as the window grows (default: its content)",
+    )
     window: WindowSpec = WindowSpec()
     split: SplitSpec = SplitSpec()
     features: list[FeatureOp] = Field(min_length=1)
@@ -126,7 +129,7 @@ def load_feature_spec(config_dir: Path, dataset: str) -> FeatureSpec:
     path = config_dir / "features" / f"{dataset}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no feature spec for dataset {dataset!r} at {path}")
-    spec = FeatureSpec.model_validate(yaml.safe_load(path.read_text()))
+    spec = read_config(path, FeatureSpec)
     schema = load_schema(config_dir, dataset)
     check_spec_against_schema(spec, schema)
     return spec
@@ -134,7 +137,8 @@ def load_feature_spec(config_dir: Path, dataset: str) -> FeatureSpec:
 
 def check_spec_against_schema(spec: FeatureSpec, schema: DatasetSchema) -> None:
     declared = set(schema.column_names)
-    missing = [c for c in [*spec.input_columns, spec.target, spec.id_column] if c not in declared]
+    used = [*spec.input_columns, spec.target, *([spec.id_column] if spec.id_column else [])]
+    missing = [c for c in used if c not in declared]
     if missing:
         raise ValueError(f"feature spec for {spec.dataset!r} uses undeclared columns: {missing}")
     for f in spec.features:

@@ -12,53 +12,53 @@ import importlib.metadata
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
-from sklearn import metrics as skm
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+import skops.io
+from mlflow.models import Model
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
+from shared.ml.config_files import ConfigProblem, InvalidConfig, read_config
+from shared.ml.estimators import EstimatorConfig, build_estimator, trusted_types
 from shared.ml.features import FeatureTransformer
+from shared.ml.tasks import DEFAULT_PRIMARY_METRIC, METRICS, TaskKind, predict_outputs
 
 # Registry aliases: the version serving, and the one it replaced (what a rollback returns to).
 CHAMPION = "champion"
 PREVIOUS = "previous"
+# A training run's artifact: the distribution of the model's outputs on its holdout, what the monitor
+# scores drift of outputs against.
+OUTPUT_PROFILE = "monitoring/output_profile.json"
 
-# Types a logged model may contain beyond what skops trusts by default, reviewed one by one: loading a
-# model runs no code outside this list (MLflow saves scikit-learn models with skops).
 # What a logged model needs installed to load (besides the mesh's own shared/ package, whose feature
 # transformer it holds). Given explicitly: otherwise MLflow infers them by loading the model in a
 # subprocess, which took most of the time of logging a model (../shared/notes/dependencies.md).
 MODEL_REQUIREMENTS = ("scikit-learn", "polars", "numpy", "scipy", "skops", "threadpoolctl")
+# Installed packages an estimator class may come from, and what a model of it then needs too.
+ESTIMATOR_PACKAGES = {"lightgbm": "lightgbm", "xgboost": "xgboost-cpu"}
 
 
-def model_requirements() -> list[str]:
-    """``MODEL_REQUIREMENTS`` pinned to the versions installed here, the ones the model was fitted with."""
-    return [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_REQUIREMENTS]
-
-
-SKOPS_TRUSTED_TYPES = [
-    "shared.ml.features.FeatureTransformer",  # ours: carries the feature spec and fitted state as plain data
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # written by our own training
-]
-
-
-class EstimatorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["logistic_regression", "hist_gradient_boosting", "random_forest", "lightgbm"]
-    params: dict[str, Any] = Field(default_factory=dict)
+def model_requirements(config: ModelConfig) -> list[str]:
+    """What a model of ``config`` needs, pinned to the versions installed here (it was fitted with)."""
+    names = list(MODEL_REQUIREMENTS)
+    root = config.estimator.resolved_path(config.task).split(".")[0]
+    if root in ESTIMATOR_PACKAGES:
+        names.append(ESTIMATOR_PACKAGES[root])
+    return [f"{name}=={importlib.metadata.version(name)}" for name in names]
 
 
 class GateConfig(BaseModel):
+    """The registry gate. ``floors`` bound each named metric on its worse side: a minimum for metrics
+    where higher is better (roc_auc, accuracy, r2...), a maximum where lower is (rmse, log_loss...)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    primary_metric: str = "roc_auc"
+    primary_metric: str | None = Field(
+        default=None, description="default: the task's (roc_auc, macro_f1, rmse)"
+    )
     margin: float = Field(default=0.0, ge=0.0)
     floors: dict[str, float] = Field(default_factory=dict)
     latency_budget_ms: float = Field(default=50.0, gt=0)
@@ -69,42 +69,66 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     dataset: str
-    task: Literal["classification"] = "classification"
+    task: TaskKind = "binary"  # the default of configurations written before task kinds
     seed: int = 0
     estimator: EstimatorConfig
     gate: GateConfig = GateConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _classification_is_binary(cls, data: Any) -> Any:
+        # Configurations written before task kinds said "classification" and meant two classes.
+        if isinstance(data, dict) and data.get("task") == "classification":
+            return {**data, "task": "binary"}
+        return data
+
+    @model_validator(mode="after")
+    def _metrics_fit_task(self) -> ModelConfig:
+        known = METRICS[self.task]
+        if self.gate.primary_metric is not None and self.gate.primary_metric not in known:
+            raise ValueError(
+                f"gate.primary_metric {self.gate.primary_metric!r} is not a {self.task} metric "
+                f"(one of {', '.join(known)})"
+            )
+        for metric in self.gate.floors:
+            if metric not in known:
+                raise ValueError(
+                    f"gate.floors.{metric}: not a {self.task} metric (one of {', '.join(known)})"
+                )
+        return self
+
+    @property
+    def primary_metric(self) -> str:
+        return self.gate.primary_metric or DEFAULT_PRIMARY_METRIC[self.task]
 
 
 def load_model_config(config_dir: Path, dataset: str) -> ModelConfig:
     path = config_dir / "models" / f"{dataset}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no model config for dataset {dataset!r} at {path}")
-    return ModelConfig.model_validate(yaml.safe_load(path.read_text()))
+    return read_config(path, ModelConfig)
 
 
 def model_configs(config_dir: Path) -> list[ModelConfig]:
-    return [
-        ModelConfig.model_validate(yaml.safe_load(p.read_text()))
-        for p in sorted((config_dir / "models").glob("*.yaml"))
-    ]
+    """Every declared model; InvalidConfig naming the first file that does not validate."""
+    return [read_config(p, ModelConfig) for p in sorted((config_dir / "models").glob("*.yaml"))]
+
+
+def valid_model_configs(config_dir: Path) -> tuple[list[ModelConfig], list[ConfigProblem]]:
+    """The declared models that validate, and the problems of those that do not: for a service that
+    serves many models, where one bad file must not take the others down."""
+    configs: list[ModelConfig] = []
+    problems: list[ConfigProblem] = []
+    for path in sorted((config_dir / "models").glob("*.yaml")):
+        try:
+            configs.append(read_config(path, ModelConfig))
+        except InvalidConfig as exc:
+            problems.extend(exc.problems)
+    return configs, problems
 
 
 def make_estimator(config: ModelConfig) -> Any:
-    params = dict(config.estimator.params)
-    kind = config.estimator.kind
-    if kind == "logistic_regression":
-        return make_pipeline(
-            StandardScaler(), LogisticRegression(max_iter=1000, random_state=config.seed, **params)
-        )
-    if kind == "hist_gradient_boosting":
-        return HistGradientBoostingClassifier(random_state=config.seed, **params)
-    if kind == "random_forest":
-        return RandomForestClassifier(random_state=config.seed, n_jobs=1, **params)
-    try:
-        from lightgbm import LGBMClassifier
-    except ImportError as exc:  # optional: not in the locked core environment
-        raise RuntimeError("estimator kind 'lightgbm' needs the lightgbm package installed") from exc
-    return LGBMClassifier(random_state=config.seed, n_jobs=1, verbose=-1, deterministic=True, **params)
+    return build_estimator(config.estimator, config.task, config.seed)
 
 
 def servable(pipeline: dict[str, Any], estimator: Any) -> Pipeline:
@@ -122,40 +146,24 @@ def limit_native_threads() -> threadpool_limits:
     return threadpool_limits(limits=1)
 
 
-def positive_scores(model: Any, records: Any) -> np.ndarray:
-    return np.asarray(model.predict_proba(records))[:, 1]
-
-
-def evaluate(model: Any, holdout: pl.DataFrame, target: str) -> dict[str, float]:
-    """Classification metrics of ``model`` (raw records in) on ``holdout``."""
-    y_true = holdout[target].to_numpy()
-    scores = positive_scores(model, holdout.drop(target))
-    y_pred = (scores >= 0.5).astype(int)
-    result = {
-        "accuracy": skm.accuracy_score(y_true, y_pred),
-        "precision": skm.precision_score(y_true, y_pred, zero_division=0),
-        "recall": skm.recall_score(y_true, y_pred, zero_division=0),
-        "f1": skm.f1_score(y_true, y_pred, zero_division=0),
-        "roc_auc": skm.roc_auc_score(y_true, scores) if len(np.unique(y_true)) > 1 else float("nan"),
-    }
-    return {k: float(v) for k, v in result.items()}
-
-
 def sanity_problems(
-    model: Any, holdout: pl.DataFrame, target: str, gate: GateConfig
+    model: Any, holdout: pl.DataFrame, target: str, config: ModelConfig
 ) -> tuple[list[str], float]:
     """What makes a model unfit to serve whatever its metrics: NaN or constant output, slowness.
 
     Returns the problems found and the measured median single-record latency (ms).
     """
     problems: list[str] = []
+    gate = config.gate
     records = holdout.drop(target)
-    scores = positive_scores(model, records)
-    if not np.all(np.isfinite(scores)):
-        problems.append(f"{int(np.sum(~np.isfinite(scores)))} non-finite predictions on the holdout")
-    elif float(np.std(scores)) < gate.min_prediction_std:
-        problems.append(f"constant predictions (std {float(np.std(scores)):.2g} < {gate.min_prediction_std})")
-    latency = _single_record_latency_ms(model, records, gate.latency_budget_ms)
+    values = predict_outputs(model, records, config.task).numeric
+    spread = float(np.max(np.std(values, axis=0))) if values.size else 0.0
+    bad_rows = ~np.isfinite(values).reshape(len(values), -1).all(axis=1)
+    if bad_rows.any():
+        problems.append(f"{int(bad_rows.sum())} non-finite predictions on the holdout")
+    elif spread < gate.min_prediction_std:
+        problems.append(f"constant predictions (std {spread:.2g} < {gate.min_prediction_std})")
+    latency = _single_record_latency_ms(model, records, gate.latency_budget_ms, config.task)
     if latency > gate.latency_budget_ms:
         problems.append(
             f"single-record latency {latency:.1f} ms over the budget of {gate.latency_budget_ms} ms"
@@ -163,7 +171,9 @@ def sanity_problems(
     return problems, latency
 
 
-def _single_record_latency_ms(model: Any, records: pl.DataFrame, budget_ms: float, rounds: int = 3) -> float:
+def _single_record_latency_ms(
+    model: Any, records: pl.DataFrame, budget_ms: float, task: str, rounds: int = 3
+) -> float:
     """Median single-record latency, the best of up to ``rounds`` rounds of 25 records.
 
     A slow model is slow in every round; a machine busy with other work (training, a test suite) is
@@ -178,9 +188,60 @@ def _single_record_latency_ms(model: Any, records: pl.DataFrame, budget_ms: floa
             timings = []
             for row in sample:
                 started = time.perf_counter()
-                model.predict_proba(row)
+                predict_outputs(model, row, task)
                 timings.append((time.perf_counter() - started) * 1000)
             best = min(best, float(np.median(timings)))
             if best <= budget_ms:
                 break
     return best
+
+
+def load_logged_model(local_dir: str | Path, config: ModelConfig) -> Any:
+    """A model the mesh logged (downloaded to ``local_dir``), loaded with the mesh's own trusted types.
+
+    Not ``mlflow.sklearn.load_model``: that trusts the list of types the model file itself declares,
+    so a crafted artifact could name any type. Here the list comes from the code and the model's
+    configuration (shared.ml.estimators.trusted_types)."""
+    flavor = Model.load(str(local_dir)).flavors.get("sklearn")
+    if flavor is None or flavor.get("serialization_format") != "skops":
+        raise ValueError(f"{local_dir} is not a model the mesh logged (sklearn flavour saved with skops)")
+    path = Path(local_dir) / flavor["pickled_model"]
+    return skops.io.load(path, trusted=trusted_types(config.estimator, config.task))
+
+
+class TrainingDataError(ValueError):
+    """Training data that cannot make a model of the configured task: named by column, never retried."""
+
+
+def training_data_problems(frame: pl.DataFrame, target: str, task: str) -> list[str]:
+    """What makes ``frame`` unfit to train a ``task`` model on ``target``, in words a person can act on."""
+    if frame.height == 0:
+        return ["the training split has no rows"]
+    labels = frame[target]
+    if labels.null_count():
+        return [f"target column {target!r} has {labels.null_count()} missing values"]
+    if task == "regression":
+        if not labels.dtype.is_numeric():
+            return [f"target column {target!r} is {labels.dtype}, a regression task needs numbers"]
+        return []
+    classes = labels.n_unique()
+    if classes < 2:
+        return [
+            f"target column {target!r} has one class ({labels[0]!r}) in the training split: nothing to learn"
+        ]
+    if task == "binary" and classes > 2:
+        return [f"target column {target!r} has {classes} classes; a binary task has two (use multiclass)"]
+    return []
+
+
+def fit_servable(
+    config: ModelConfig, train_frame: pl.DataFrame, target: str, pipeline: dict[str, Any]
+) -> Pipeline:
+    """Fit ``config``'s estimator on a feature set's train split; the served pipeline around it."""
+    if problems := training_data_problems(train_frame, target, config.task):
+        raise TrainingDataError("; ".join(problems))
+    estimator = make_estimator(config)
+    labels = train_frame[target]
+    y = labels.cast(pl.Float64).to_numpy() if config.task == "regression" else labels.to_numpy()
+    estimator.fit(train_frame.drop(target).to_numpy(), y)
+    return servable(pipeline, estimator)

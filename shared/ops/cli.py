@@ -32,6 +32,13 @@ deadletter_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(deadletter_app, name="deadletter")
+dataset_app = typer.Typer(
+    help="Declare a dataset: infer its four config files (datasets/, features/, models/, monitor/) from a "
+    "sample of its data, and check them together. Exit codes: 0 done; 1 a bad file, target or declaration "
+    "(every problem named); 2 invalid arguments.",
+    no_args_is_help=True,
+)
+app.add_typer(dataset_app, name="dataset")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -123,37 +130,66 @@ def down() -> None:
 
 
 @app.command()
-def status() -> None:
-    """Show each local stack process and its health."""
-    from shared.ops import launcher
+def status(
+    as_json: bool = typer.Option(False, "--json", help="print JSON (for scripts) instead of tables"),
+    processes: bool = typer.Option(False, "--processes", help="only the local stack's processes (mesh up)"),
+) -> None:
+    """The mesh at a glance: each service's readiness and replicas, each stream's lag and pending per
+    consumer group, dead letters, each model's champion, served version and last decision.
 
-    sys.exit(launcher.status(MeshSettings(), console=console))
+    Exit 0 when every service answers (serving is "not ready" until a first model serves: that is a
+    state, not a failure); 1 when one is unreachable, or Redis is."""
+    from shared.ops import launcher, operate, views
+
+    settings = MeshSettings()
+    if processes:
+        sys.exit(launcher.status(settings, console=console))
+    with operating(), operate.http_client(timeout=5.0) as http:
+        data = operate.mesh_status(settings, http, operate.redis_client(settings))
+    show(data, as_json, views.mesh_status)
+    if any(service["state"] == "unreachable" for service in data["services"]):
+        raise typer.Exit(1)
 
 
 @app.command()
 def logs(
     service: str | None = typer.Argument(None, help="one component; all when omitted"),
     lines: int = typer.Option(40, "--lines", "-n"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new lines until Ctrl-C"),
 ) -> None:
-    """Print the last lines of the local stack's logs (.mesh/logs/)."""
+    """Print the last lines of the local stack's logs (.mesh/logs/); with -f, follow them."""
     from shared.ops import launcher
 
-    sys.exit(launcher.logs(MeshSettings(), service, lines=lines, console=console))
+    settings = MeshSettings()
+    # One snapshot of where each log ends, for the tail and the follower both: a line written between
+    # the two is shown once, not lost or twice.
+    ends = launcher.log_ends(settings, service)
+    code = launcher.logs(settings, service, lines=lines, console=console, upto=ends)
+    if code or not follow:
+        sys.exit(code)
+    with contextlib.suppress(KeyboardInterrupt):
+        launcher.follow_logs(settings, service, console=console, since=ends)
 
 
 @app.command()
-def demo() -> None:
-    """Start the stack and run the loop end to end: train, serve, hot swap, gate rejection."""
+def demo(
+    keep: bool = typer.Option(
+        False, "--keep", help="run on what a previous demo left (by default its local stack starts afresh)"
+    ),
+) -> None:
+    """Start the stack and run the loop end to end: train, serve, hot swap, gate rejection, drift."""
     from shared.ops.demo import run_demo
 
-    sys.exit(run_demo(MeshSettings(), console))
+    sys.exit(run_demo(MeshSettings(), console, keep=keep))
 
 
 @app.command("demo-data")
 def demo_data(
     out: Path = typer.Option(..., help="CSV file to write"),
-    dataset: str = typer.Option("demo", help="demo (synthetic churn) or cancer (sklearn's breast cancer)"),
-    rows: int | None = typer.Option(None, min=1, help="rows [default: 2000 for demo, all 569 for cancer]"),
+    dataset: str = typer.Option(
+        "demo", help="demo (synthetic churn), cancer (sklearn's breast cancer) or wine (sklearn's wines)"
+    ),
+    rows: int | None = typer.Option(None, min=1, help="rows [default: 2000 for demo, all of cancer or wine]"),
     seed: int = typer.Option(0),
     covariate_shift: float = typer.Option(
         0.0, help="0 = reference distribution; 1 = strongly shifted inputs"
@@ -163,10 +199,17 @@ def demo_data(
     ),
     label_noise: float = typer.Option(0.0, min=0.0, max=1.0, help="share of labels shuffled (1 = poisoned)"),
 ) -> None:
-    """Write a seeded batch of a demo dataset as CSV: synthetic churn (`demo`) or breast cancer (`cancer`)."""
-    from shared.ops.demo_data import cancer, generate
+    """Write a seeded batch of a demo dataset as CSV: synthetic churn, breast cancer or wine."""
+    from shared.ops.demo_data import cancer, generate, wine
 
-    if dataset == "cancer":
+    if dataset == "wine":
+        if concept_shift or covariate_shift or label_noise:
+            raise typer.BadParameter("the wine dataset has no shift or noise knobs", param_hint="--dataset")
+        try:
+            frame = wine(rows=rows, seed=seed)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    elif dataset == "cancer":
         if concept_shift:
             raise typer.BadParameter("the cancer dataset has no concept shift", param_hint="--concept-shift")
         try:
@@ -182,7 +225,7 @@ def demo_data(
             label_noise=label_noise,
         )
     else:
-        raise typer.BadParameter(f"{dataset!r} is not one of: demo, cancer", param_hint="--dataset")
+        raise typer.BadParameter(f"{dataset!r} is not one of: demo, cancer, wine", param_hint="--dataset")
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.write_csv(out)
     console.print(f"wrote {frame.height} rows of {dataset} to {out}")
@@ -194,20 +237,41 @@ def ingest(
     dataset: str = typer.Option("demo"),
     url: str | None = typer.Option(None, help="ingest service base URL (default: from settings)"),
 ) -> None:
-    """Upload a CSV, Parquet or JSON-lines file to the ingest service."""
+    """Upload a CSV, Parquet or JSON-lines file to the ingest service (a progress bar while it uploads).
+
+    The service validates it against the dataset's schema, stores it as a snapshot and announces it: the
+    mesh then builds features, trains, gates, registers and serves the dataset's model on its own."""
     import httpx
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     settings = MeshSettings()
     base = url or f"http://{settings.host}:{settings.ingest_port}"
-    content_type = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet"}.get(
-        file.suffix.lower(), "application/x-ndjson"
-    )
-    response = httpx.post(
-        f"{base}/datasets/{dataset}/batches",
-        content=file.read_bytes(),
-        headers={"content-type": content_type},
-        timeout=60,
-    )
+    content_type = {
+        ".csv": "text/csv",
+        ".parquet": "application/vnd.apache.parquet",
+        ".pq": "application/vnd.apache.parquet",
+    }.get(file.suffix.lower(), "application/x-ndjson")
+    size = file.stat().st_size
+    columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(f"uploading {file.name}", total=size)
+
+        def chunks() -> Iterator[bytes]:
+            with file.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    progress.advance(task, len(chunk))
+                    yield chunk
+
+        try:
+            response = httpx.post(
+                f"{base}/datasets/{dataset}/batches",
+                content=chunks(),
+                headers={"content-type": content_type, "content-length": str(size)},
+                timeout=300,
+            )
+        except httpx.TransportError as exc:
+            err_console.print(f"[red]cannot reach the ingest service at {base}: {exc}[/red]")
+            raise typer.Exit(1) from None
     console.print_json(response.text)
     if response.status_code >= 300:
         raise typer.Exit(1)
@@ -539,6 +603,124 @@ def deadletter_purge(
         removed = deadletters.purge(client, bound, doomed)
     err_console.print(f"removed {removed} dead letter(s) older than {bound}")
     typer.echo(removed)
+
+
+# --- declaring a dataset -----------------------------------------------------------------------------
+
+CONFIG_DIR_HELP = "the config directory [default: MESH_CONFIG_DIR, else deploy/config]"
+
+
+def _config_dir(given: Path | None) -> Path:
+    return given if given is not None else MeshSettings().config_dir
+
+
+def _failed(message: str, details: list[str] | None = None) -> typer.Exit:
+    from shared.ops.views import error
+
+    error(err_console, message, details or [])
+    return typer.Exit(1)
+
+
+@dataset_app.command("init")
+def dataset_init(
+    file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="a sample of the data: .csv, .tsv, .parquet, .jsonl"
+    ),
+    name: str = typer.Option(..., "--name", help="the dataset's name (lower case, digits, - and _)"),
+    target: str = typer.Option(..., "--target", help="the label column"),
+    task: str | None = typer.Option(
+        None, "--task", help="binary, multiclass or regression [default: inferred from the target]"
+    ),
+    id_column: str | None = typer.Option(
+        None, "--id-column", help="a column identifying a row: keeps it on one side of the split"
+    ),
+    config_dir: Path | None = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
+    force: bool = typer.Option(False, "--force", help="overwrite the dataset's files if they exist"),
+    as_json: bool = typer.Option(False, "--json", help="print what was inferred and written as JSON"),
+) -> None:
+    """Infer the four files declaring dataset NAME from a sample FILE and write them: its schema (types,
+    ranges with headroom, allowed values), features, model and gate, and drift monitor. Review them."""
+    from shared.ml import declaration
+    from shared.ml.config_files import InvalidConfig
+    from shared.ml.datasets import DATASET_NAME
+    from shared.ml.tasks import TASK_KINDS
+
+    if not DATASET_NAME.match(name):
+        raise typer.BadParameter(f"{name!r} must match {DATASET_NAME.pattern}", param_hint="--name")
+    if task is not None and task not in TASK_KINDS:
+        raise typer.BadParameter(f"{task!r} is not one of: {', '.join(TASK_KINDS)}", param_hint="--task")
+    directory = _config_dir(config_dir)
+    try:
+        frame = declaration.read_sample(file)
+        configs = declaration.infer_declaration(frame, name, target, task, id_column)
+        written = declaration.write_declaration(directory, name, configs, force=force)
+    except InvalidConfig as exc:
+        raise _failed("the inferred declaration has problems", [str(p) for p in exc.problems]) from None
+    except (ValueError, OSError) as exc:
+        raise _failed(str(exc)) from None
+    result = {**declaration.summary(configs), "rows": frame.height, "files": [str(p) for p in written]}
+    show(result, as_json, _declared)
+
+
+def _declared(result: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"dataset {result['dataset']}", title_justify="left")
+    for column in ("column", "type", "role", "rules"):
+        table.add_column(column)
+    for col in result["columns"]:
+        rules = [f"{k} {col[k]}" for k in ("min", "max", "max_null_rate") if k in col]
+        if "allowed" in col:
+            rules.insert(0, f"allowed {', '.join(col['allowed'])}")
+        table.add_row(*(Text(cell) for cell in (col["name"], col["dtype"], col["role"], "; ".join(rules))))
+    task = Text.assemble(
+        "task ", (result["task"], "bold"), f" on target {result['target']!r}, from {result['rows']} rows"
+    )
+    files = Text("\n".join(f"wrote {path}" for path in result["files"]))
+    hint = Text(f"review them, then: mesh dataset check {result['dataset']}", style="dim")
+    return Group(task, table, files, hint)
+
+
+@dataset_app.command("check")
+def dataset_check(
+    name: str = typer.Argument(..., help="the dataset's name"),
+    config_dir: Path | None = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the problems as JSON"),
+) -> None:
+    """Check dataset NAME's four files, each on its own and against each other; print every problem
+    (exit 1 if any)."""
+    from shared.ml import declaration
+
+    directory = _config_dir(config_dir)
+    problems = declaration.check_dataset(directory, name)
+    result = {
+        "dataset": name,
+        "config_dir": str(directory),
+        "ok": not problems,
+        "problems": [{"file": p.file, "field": p.field, "message": p.message} for p in problems],
+    }
+    show(result, as_json, _checked)
+    if problems:
+        raise typer.Exit(1)
+
+
+def _checked(result: dict[str, Any]) -> Any:
+    from rich.text import Text
+
+    if result["ok"]:
+        return Text.assemble(
+            ("ok", "bold green"),
+            f": dataset {result['dataset']}'s four files in {result['config_dir']} agree",
+        )
+    text = Text.assemble(
+        (f"{len(result['problems'])} problem(s)", "bold red"), f" in dataset {result['dataset']}:"
+    )
+    for problem in result["problems"]:
+        where = f"{problem['file']}: {problem['field']}: " if problem["field"] else f"{problem['file']}: "
+        text.append(f"\n  {where}{problem['message']}")
+    return text
 
 
 if __name__ == "__main__":

@@ -1,32 +1,38 @@
 """``mesh demo``: the product's promise, end to end, on the local stack.
 
 Upload data and a validated model is trained, registered and served, one model per dataset: the churn
-model of the synthetic ``demo`` dataset and the cancer model of scikit-learn's breast-cancer data, both
-served side by side. Upload more churn data and a better model replaces it in the live server; upload a
-label-shuffled batch and the gate rejects it; drifted traffic and late labels retrain it.
+model of the synthetic ``demo`` dataset, the cancer model of scikit-learn's breast-cancer data (both
+binary) and a multiclass model of its wine data (XGBoost, string labels), served side by side. Upload more
+churn data and a better model replaces it in the live server; upload a label-shuffled batch and the gate
+rejects it; drifted traffic and late labels retrain it.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import polars as pl
 from rich.console import Console
 from rich.panel import Panel
 
 from shared import events
 from shared.ml.modeling import load_model_config
 from shared.ops import launcher
-from shared.ops.demo_data import EXAMPLE_RECORD, cancer, cancer_record, generate
+from shared.ops.demo_data import EXAMPLE_RECORD, cancer, cancer_record, generate, wine, wine_record
 from shared.ops.driver import MeshDriver, MeshDriverError
 from shared.runtime.settings import MeshSettings
 
 STEP_TIMEOUT_S = 300.0
-DATASETS = ("demo", "cancer")  # each trains its own model (deploy/config/models/<dataset>.yaml)
+DATASETS = ("demo", "cancer", "wine")  # each trains its own model (deploy/config/models/<dataset>.yaml)
+EXAMPLES = {"demo": lambda: EXAMPLE_RECORD, "cancer": cancer_record, "wine": wine_record}
+BATCHES: dict[str, Callable[..., pl.DataFrame]] = {"demo": generate, "cancer": cancer, "wine": wine}
 SHOWN_FIELDS = 8  # fields of an example request printed: all of a churn record, the start of a cancer one
 
 
@@ -41,11 +47,11 @@ class Demo:
         self.models = {d: load_model_config(settings.config_dir, d).model_name for d in DATASETS}
 
     def upload(self, name: str, dataset: str = "demo", **knobs: Any) -> dict[str, Any]:
-        """Make a batch of ``dataset`` (``demo_data.generate`` or ``demo_data.cancer`` knobs), keep it as
+        """Make a batch of ``dataset`` (the knobs of its maker in ``demo_data``), keep it as
         <state>/demo/<name>.csv, upload it."""
         path = self.workdir / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        batch = cancer(**knobs) if dataset == "cancer" else generate(**knobs)
+        batch = BATCHES[dataset](**knobs)
         batch.write_csv(path)
         body = self.mesh.upload(batch, dataset)
         state = "already known" if body["duplicate"] else "stored"
@@ -56,7 +62,7 @@ class Demo:
         return body
 
     def predict_example(self, dataset: str = "demo") -> None:
-        record = EXAMPLE_RECORD if dataset == "demo" else cancer_record()
+        record = EXAMPLES[dataset]()
         model = self.models[dataset]
         response = self.mesh.predict(record, model)
         shown = json.dumps(dict(list(record.items())[:SHOWN_FIELDS]))
@@ -84,10 +90,11 @@ class Demo:
 
     def run(self) -> None:
         c, mesh = self.console, self.mesh
-        churn, cancer_model = self.models["demo"], self.models["cancer"]
-        c.rule("1. first batches: 600 churn rows, and the 569 samples of the breast-cancer data")
+        churn, cancer_model, wine_model = self.models["demo"], self.models["cancer"], self.models["wine"]
+        c.rule("1. first batches: 600 churn rows, the 569 breast-cancer samples and the 178 wines")
         self.upload("batch-1", rows=600, seed=1)
         self.upload("cancer-1", dataset="cancer")
+        self.upload("wine-1", dataset="wine")
         started = time.monotonic()
         first = mesh.wait_for_model(f"a first {churn} to serve", lambda _: True, churn)
         c.print(
@@ -101,8 +108,15 @@ class Demo:
         )
         self.lineage(first)
         self.predict_example()
+        cultivar = mesh.wait_for_model(f"a first {wine_model} to serve", lambda _: True, wine_model)
+        c.print(
+            f"  {wine_model} too after {time.monotonic() - started:.1f}s: another task kind (multiclass, "
+            "three cultivars by name), another estimator family (XGBoost)"
+        )
         self.lineage(diagnosis, "cancer")
         self.predict_example("cancer")
+        self.lineage(cultivar, "wine")
+        self.predict_example("wine")
 
         c.rule("2. a better-informed batch: 4,000 more rows")
         self.upload("batch-2", rows=4000, seed=2)
@@ -188,14 +202,18 @@ class Demo:
                     [
                         f"MLflow UI (runs, lineage, registry):    {mlflow_url}/#/models/{churn}",
                         f"{more}{mlflow_url}/#/models/{cancer_model}",
+                        f"{more}{mlflow_url}/#/models/{self.models['wine']}",
                         f"Serving (BentoML, Swagger UI at /):     {mesh.serving}/models   (GET /models/NAME)",
                         f'{more}POST /predict {{"model": NAME, "features": {{...}}}}',
                         f"Ingest:                                 {mesh.ingest}/datasets/demo/snapshots",
                         f"{more}{mesh.ingest}/datasets/cancer/snapshots",
+                        f"{more}{mesh.ingest}/datasets/wine/snapshots",
                         f"Registry:                               {mesh.registry}/models/{churn}",
                         f"{more}{mesh.registry}/models/{cancer_model}",
+                        f"{more}{mesh.registry}/models/{self.models['wine']}",
                         f"Drift reports:                          {mesh.monitor}/drift/{churn}/report",
                         f"{more}{mesh.monitor}/drift/{cancer_model}/report",
+                        f"{more}{mesh.monitor}/drift/{self.models['wine']}/report",
                         f"Events:   redis-cli -p {self.settings.redis_port} XRANGE model.promoted - +",
                         f"Logs:     {self.settings.state_dir.resolve() / 'logs'}   (make logs)",
                         f'Rollback: curl -X POST -H "Authorization: Bearer $(cat '
@@ -209,7 +227,35 @@ class Demo:
         )
 
 
-def run_demo(settings: MeshSettings, console: Console) -> int:
+# What a demo leaves in the local stack's state dir: its data, registry, streams and batches. A second run
+# on them would upload batches the stack already holds (stored once, announced once: nothing would train).
+DEMO_STATE = ("data", "mlflow", "redis", "bentoml", "demo", "traces.jsonl")
+
+
+def start_afresh(settings: MeshSettings, console: Console) -> None:
+    """Stop the local stack and remove what a previous demo left, when the stack is the embedded one."""
+    state = settings.state_dir.resolve()
+    if not (state / "demo").exists():
+        return
+    if settings.redis_url or settings.mlflow_tracking_uri:
+        console.print(
+            "[yellow]a previous demo ran, and Redis or MLflow is external: its batches are stored there "
+            "already, so steps that wait for a new model may not see one[/yellow]"
+        )
+        return
+    console.rule("a previous demo's local stack: stopped and removed, to start afresh (--keep keeps it)")
+    launcher.down(settings, console=console)
+    for name in DEMO_STATE:
+        path = state / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def run_demo(settings: MeshSettings, console: Console, *, keep: bool = False) -> int:
+    if not keep:
+        start_afresh(settings, console)
     console.rule("starting the local stack")
     if (code := launcher.up(settings, console=console)) != 0:
         return code

@@ -327,3 +327,33 @@ def cancer(
 def _cancer_measure(column: str) -> str:
     """``mean_radius``, ``radius_error``, ``worst_radius`` -> ``radius``."""
     return column.removeprefix("mean_").removeprefix("worst_").removesuffix("_error")
+
+
+# The wine dataset: scikit-learn's wine recognition data (178 wines of three Piedmont cultivars), bundled in
+# its wheel. Labels are the cultivars' names, columns as scikit-learn names them (one has slashes).
+WINE_CULTIVARS = ("barolo", "grignolino", "barbera")
+
+
+@functools.cache
+def _wine_source() -> pl.DataFrame:
+    from sklearn.datasets import load_wine
+
+    bunch = load_wine(as_frame=True)
+    labels = pl.Series("cultivar", [WINE_CULTIVARS[i] for i in bunch.target.to_numpy()])
+    return pl.from_pandas(bunch.data).with_columns(labels)
+
+
+def wine(*, rows: int | None = None, seed: int = 0) -> pl.DataFrame:
+    """A batch of the ``wine`` dataset (``deploy/config/datasets/wine.yaml``, a multiclass task): all 178
+    wines (``rows=None``) or a seeded sample of ``rows`` distinct ones."""
+    source = _wine_source()
+    if rows is None:
+        return source
+    if not 0 <= rows <= source.height:
+        raise ValueError(f"rows must be in [0, {source.height}] (the dataset's size), got {rows}")
+    return source.sample(n=rows, seed=seed)
+
+
+def wine_record(index: int = 0) -> dict[str, object]:
+    """One wine's measurements, as a prediction request names them (row 0 is a barolo)."""
+    return _wine_source().drop("cultivar").row(index, named=True)

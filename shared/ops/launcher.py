@@ -5,6 +5,7 @@ rich console, over docker-compose.yml's plan (``shared.ops.compose``) and the pr
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -126,8 +127,60 @@ def status(settings: MeshSettings, *, console: Console) -> int:
     return 0 if running and not any(c.state in _FAILING for c in found) else 1
 
 
-def logs(settings: MeshSettings, service: str | None, *, lines: int, console: Console) -> int:
-    """The last ``lines`` lines of ``service``'s log, or of every log under a rule each."""
+def log_ends(settings: MeshSettings, service: str | None) -> dict[Path, int]:
+    """Where each of ``service``'s logs (or every log) has its last whole line now."""
+    return {
+        path: processes.whole_lines_end(path)
+        for path in processes.log_files(settings, service)
+        if path.exists()
+    }
+
+
+def follow_logs(
+    settings: MeshSettings,
+    service: str | None,
+    *,
+    console: Console,
+    since: dict[Path, int] | None = None,
+    poll_s: float = 0.25,
+) -> None:
+    """Print lines as they are appended to ``service``'s log (or every log, each line prefixed with its
+    component) after ``since`` (default: now), until interrupted. A log that is truncated or replaced (a
+    restart) is read from its start."""
+    offsets = dict(since) if since is not None else log_ends(settings, service)
+    pending: dict[Path, bytes] = {}
+    while True:
+        for path in processes.log_files(settings, service):
+            if not path.exists():
+                continue
+            size = path.stat().st_size
+            offset = offsets.get(path, 0)
+            if size < offset:
+                offset = 0
+            if size == offset:
+                continue
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                data = pending.pop(path, b"") + handle.read(size - offset)
+            offsets[path] = size
+            complete, _, partial = data.rpartition(b"\n")
+            if partial:
+                pending[path] = partial  # half a line: printed once the rest is written
+            for line in complete.decode("utf-8", "replace").splitlines() if complete else []:
+                console.out(f"{path.stem} | {line}" if service is None else line, highlight=False)
+        time.sleep(poll_s)
+
+
+def logs(
+    settings: MeshSettings,
+    service: str | None,
+    *,
+    lines: int,
+    console: Console,
+    upto: dict[Path, int] | None = None,
+) -> int:
+    """The last ``lines`` lines of ``service``'s log, or of every log under a rule each (each up to its
+    offset in ``upto``, where a follower then goes on)."""
     files = processes.log_files(settings, service)
     if not files or any(not f.exists() for f in files):
         log_dir = StateFiles(settings).logs
@@ -136,6 +189,6 @@ def logs(settings: MeshSettings, service: str | None, *, lines: int, console: Co
     for path in files:
         if service is None:
             console.rule(path.stem)
-        for line in processes.tail(path, lines):
+        for line in processes.tail(path, lines, (upto or {}).get(path)):
             console.out(line, highlight=False)
     return 0

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from shared import events
 from shared.events import ContractError, Envelope, RetrainRequested, Stream, new_event, parse_event
-from shared.runtime.settings import MeshSettings
+from shared.runtime.settings import SERVICE_NAMES, MeshSettings
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -633,3 +633,83 @@ def follow(
                 entry_id = _text(raw_id)
                 cursor[stream] = entry_id
                 yield decode_entry(stream, entry_id, fields)
+
+
+# --- mesh status -------------------------------------------------------------------------------------
+
+# A consumer that has not read for this long is a replica that went away (consumer names are per process).
+ACTIVE_CONSUMER_IDLE_MS = 60_000
+
+
+def service_health(settings: MeshSettings, http: httpx.Client, service: str) -> dict[str, Any]:
+    """``service``'s readiness as its ``/readyz`` answers it: ready, not ready (and why), or unreachable."""
+    url = service_url(settings, service)
+    try:
+        response = http.get(f"{url}/readyz")
+    except httpx.HTTPError as exc:
+        return {"service": service, "url": url, "state": "unreachable", "detail": type(exc).__name__}
+    state = "ready" if response.status_code < 300 else "not ready"
+    detail = "" if state == "ready" else response.text[:200]
+    return {"service": service, "url": url, "state": state, "detail": detail}
+
+
+def stream_groups(client: redis.Redis) -> list[dict[str, Any]]:
+    """Each stream of the mesh with each consumer group reading it: its length, and per group the entries
+    not yet delivered (``lag``), delivered but not acknowledged (``pending``) and the replicas reading."""
+    rows = []
+    for stream in events.ALL_STREAMS:
+        name = str(stream)
+        length = int(client.xlen(name))
+        try:
+            groups = client.xinfo_groups(name)
+        except redis.ResponseError:  # no such stream yet: nothing was ever published to it
+            groups = []
+        for group in groups:
+            group_name = _text(group["name"])
+            consumers = client.xinfo_consumers(name, group_name)
+            active = [c for c in consumers if int(c.get("idle", 0)) < ACTIVE_CONSUMER_IDLE_MS]
+            lag = group.get("lag")
+            rows.append(
+                {
+                    "stream": name,
+                    "length": length,
+                    "group": group_name,
+                    "replicas": len(active),
+                    "consumers": len(consumers),
+                    "pending": int(group.get("pending", 0)),
+                    "lag": int(lag) if lag is not None else None,  # None: Redis cannot tell (entries trimmed)
+                }
+            )
+        if not groups:
+            rows.append(
+                {"stream": name, "length": length, "group": None, "replicas": 0, "consumers": 0,
+                 "pending": 0, "lag": None}
+            )  # fmt: skip
+    return rows
+
+
+def mesh_status(settings: MeshSettings, http: httpx.Client, client: redis.Redis) -> dict[str, Any]:
+    """The whole mesh at a glance: each service's readiness and replicas, each stream's lag and pending per
+    group, the dead letters, each model's champion, served version and the registry's last decision."""
+    services = [service_health(settings, http, name) for name in SERVICE_NAMES]
+    streams = _redis_call(settings, lambda: stream_groups(client))
+    for service in services:  # a service's replicas: the live consumers of its own group
+        groups = [row for row in streams if row["group"] == service["service"]]
+        service["replicas"] = max((row["replicas"] for row in groups), default=None)
+    models: list[dict[str, Any]] = []
+    models_error: str | None = None
+    try:
+        models = list_models(settings, http)
+    except OperateError as exc:  # serving or the registry down: the rest of the status still says much
+        models_error = exc.message
+    for model in models:
+        model["last_decision"] = last_decision(settings, client, model["name"])
+    dead = next((row["length"] for row in streams if row["stream"] == str(events.DEADLETTER)), 0)
+    return {
+        "redis": redis_location(settings.effective_redis_url),
+        "services": services,
+        "streams": streams,
+        "dead_letters": dead,
+        "models": models,
+        "models_error": models_error,
+    }

@@ -404,10 +404,22 @@ def log_files(settings: MeshSettings, service: str | None) -> list[Path]:
     return [logs / f"{service}.log"] if service else sorted(logs.glob("*.log"))
 
 
-def tail(path: Path, lines: int) -> list[str]:
-    """The last ``lines`` lines, reading backwards in blocks so a large log isn't read whole."""
+def whole_lines_end(path: Path) -> int:
+    """Where the log's last whole line ends now: what a tail shows and a follower continues from."""
     with path.open("rb") as fh:
-        end = fh.seek(0, os.SEEK_END)
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - 64 * 1024))
+        block = fh.read(size)
+    cut = block.rfind(b"\n")
+    return size if cut < 0 and size > len(block) else size - len(block) + cut + 1
+
+
+def tail(path: Path, lines: int, end: int | None = None) -> list[str]:
+    """The last ``lines`` lines (of the first ``end`` bytes), reading backwards in blocks so a large log
+    isn't read whole."""
+    with path.open("rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        end = size if end is None else min(end, size)
         data, pos = b"", end
         while pos > 0 and data.count(b"\n") <= lines:
             step = min(64 * 1024, pos)

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.padding import Padding
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from shared.ops.operate import Seen
@@ -140,9 +140,10 @@ def drift_summary(data: Mapping[str, Any]) -> RenderableType:
         f"version {latest.get('model_version')}: {latest.get('rows')} rows "
         f"({latest.get('labelled_rows')} labelled), {latest.get('started_at')} .. {latest.get('ended_at')}",
     )
-    if latest.get("accuracy") is not None:
+    if latest.get("performance") is not None:
         table.add_row(
-            "accuracy", f"{latest['accuracy']:.4f} (drop {_or_none(latest.get('performance_drop'))})"
+            str(latest.get("performance_metric")),
+            f"{latest['performance']:.4f} (worse by {_or_none(latest.get('performance_drop'))})",
         )
     verdict = Text("retrain", style="bold red") if decision.get("retrain") else Text("no retrain")
     if decision.get("episode_active"):
@@ -274,3 +275,44 @@ def replayed(results: Sequence[Mapping[str, Any]]) -> RenderableType:
         else:
             lines.append(Text(f"{result['id']}: replayed meanwhile by someone else", style="yellow"))
     return Group(*lines) if lines else Text("nothing to replay")
+
+
+_HEALTH_STYLE = {"ready": "green", "not ready": "yellow", "unreachable": "red"}
+
+
+def mesh_status(data: Mapping[str, Any]) -> RenderableType:
+    """``mesh status``: services, streams and their groups, dead letters, models."""
+    services = Table("service", "state", "replicas", Column("url", overflow="fold"), title="services")
+    for row in data["services"]:
+        state = Text(row["state"], style=_HEALTH_STYLE.get(row["state"], ""))
+        if row.get("detail") and row["state"] != "unreachable":
+            state.append(f" {_short(row['detail'], 40)}")
+        services.add_row(row["service"], state, _or_none(row.get("replicas")), row["url"])
+    streams = Table("stream", "length", "group", "replicas", "lag", "pending", title="streams")
+    for row in data["streams"]:
+        pending = Text(str(row["pending"]), style="yellow" if row["pending"] else "")
+        lag = row["lag"]
+        streams.add_row(
+            row["stream"],
+            str(row["length"]),
+            _or_none(row["group"]),
+            str(row["replicas"]),
+            Text(_or_none(lag), style="yellow" if lag else ""),
+            pending,
+        )
+    models = Table("model", "dataset", "champion", "served", "last decision", title="models")
+    for row in data["models"]:
+        models.add_row(
+            row["name"],
+            _or_none(row.get("dataset")),
+            _or_none(row.get("champion")),
+            _or_none(row.get("served")),
+            decision_text(row.get("last_decision")),
+        )
+    dead = data["dead_letters"]
+    footer = Text(f"dead letters: {dead}", style="red" if dead else "green")
+    if dead:
+        footer.append("  (mesh deadletter list)")
+    if data.get("models_error"):
+        footer.append(f"\nmodels: {data['models_error']}", style="red")
+    return Group(services, streams, models, footer)

@@ -47,10 +47,14 @@ class MeshSettings(BaseSettings):
 
     # Bus behaviour.
     stream_maxlen: int = Field(default=100_000, ge=100, description="XADD MAXLEN ~ cap per stream")
-    bus_block_ms: int = Field(default=1_000, ge=10, description="XREADGROUP BLOCK; bounds idle polling")
+    # An idle consumer makes one blocking read per bus_block_ms and one sweep per bus_reclaim_interval_ms
+    # per stream: 0.2 calls/s at these defaults. A blocking read returns as soon as an entry arrives and
+    # is cancelled at once on stop, so a long block adds no latency; the sweep only matters for entries
+    # pending longer than bus_reclaim_idle_ms anyway.
+    bus_block_ms: int = Field(default=10_000, ge=10, description="XREADGROUP BLOCK; bounds idle polling")
     bus_reclaim_idle_ms: int = Field(default=30_000, ge=100, description="pending this long => reclaimable")
     bus_reclaim_interval_ms: int = Field(
-        default=5_000, ge=50, description="XAUTOCLAIM sweep period when idle"
+        default=10_000, ge=50, description="XAUTOCLAIM sweep period when idle"
     )
     bus_max_attempts: int = Field(default=5, ge=1)
     bus_supervise_interval_s: float = Field(default=2.0, gt=0)

@@ -9,7 +9,6 @@ and labels retrain it; a second dataset's model serves beside it, each moving on
 from __future__ import annotations
 
 import asyncio
-import io
 import itertools
 import json
 from collections.abc import Iterator
@@ -19,17 +18,14 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from rich.console import Console
 
 from services.ingest.batches import content_hash, validate_batch
 from shared import events
 from shared.ml.datasets import load_schema
-from shared.ops import launcher
 from shared.ops.demo_data import EXAMPLE_RECORD, cancer, cancer_record, generate
 from shared.ops.driver import MeshDriver
-from shared.ops.embedded import free_port
 from shared.ops.processes import registry_token
-from shared.runtime.settings import SERVICE_NAMES, MeshSettings
+from tests.support.stack import running_stack, stack_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -60,18 +56,8 @@ async def predict_until(
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshDriver]:
-    state = tmp_path_factory.mktemp("stack")
-    ports: dict[str, Any] = {f"{name}_port": free_port() for name in ("redis", "mlflow", *SERVICE_NAMES)}
-    settings = MeshSettings(state_dir=state, **ports)
-    output = io.StringIO()
-    console = Console(file=output, width=200)
-    code = launcher.up(settings, console=console)
-    try:
-        assert code == 0, output.getvalue()
-        with MeshDriver(settings, wait_timeout=240) as driver:
-            yield driver
-    finally:
-        launcher.down(settings, console=console)
+    with running_stack(stack_settings(tmp_path_factory.mktemp("stack"))) as driver:
+        yield driver
 
 
 def test_data_in_a_validated_model_out(mesh: MeshDriver) -> None:
@@ -214,7 +200,7 @@ def test_drifted_traffic_and_late_labels_lead_to_a_new_champion(mesh: MeshDriver
     shifted = generate(rows=2000, seed=42, concept_shift=1.0)
     ids = mesh.send_traffic(shifted, MODEL)
     bad = mesh.http.post(f"{mesh.monitor}/labels", json={"labels": [{"label": 1}]})
-    assert bad.status_code == 422 and bad.json()["field"] == "labels[0]"
+    assert bad.status_code == 422 and bad.json()["field"] == "labels[0].request_id"
     assert mesh.send_labels(ids, shifted["churned"]) == 2000  # accepted (202), else MeshDriverError
     [retrain] = mesh.wait_for("a retrain request", lambda: mesh.events(events.RETRAIN_REQUESTED))
     fresh = mesh.wait_for_model("the retrained version", lambda m: m["version"] != "2")

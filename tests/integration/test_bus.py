@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from services.ingest.app import create_app
 from shared import events
 from shared.bus import MeshBus
-from shared.events import IngestRequested, new_event
+from shared.events import IngestRequested, ModelPromoted, new_event
 from shared.runtime.retry import wait_for
 from shared.runtime.settings import REPO_ROOT, MeshSettings
 from tests.support.data import demo_csv
@@ -186,4 +186,44 @@ async def test_idle_consumers_do_not_busy_poll(
         calls = await _xreadgroup_calls(redis_client)
     finally:
         await bus.stop()
-    assert calls / window / 3 <= 2.0, f"{calls} XREADGROUP calls in {window}s for 3 idle consumers"
+    # At the defaults one read per 10 s per stream: at most one more per stream for where the window falls.
+    assert calls <= 3 * (window / (defaults.bus_block_ms / 1000) + 1), (
+        f"{calls} XREADGROUP calls in {window}s"
+    )
+
+
+async def test_a_listener_idle_longer_than_a_reply_timeout_still_hears_the_next_event(
+    redis_port: int, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    # Production timings: a 10 s blocking read. redis-py gives up on a reply after 5 s by default; were
+    # the bus's clients left at that, the idle read would fail at 5 s, FastStream would back off 5 s, and
+    # a broadcast (read from "$") published meanwhile would never reach this listener.
+    defaults = MeshSettings(redis_port=redis_port, state_dir=tmp_path)
+    bus = MeshBus(defaults, "listener")
+    heard: list[str] = []
+
+    async def on_promoted(event: Any) -> None:
+        heard.append(event.event_id)
+
+    bus.listen(events.MODEL_PROMOTED, on_promoted)
+    await bus.start()
+    try:
+        await asyncio.sleep(7.0)  # idle past the 5 s default, inside the 10 s block
+        promotion = ModelPromoted(
+            model_name="m",
+            version="1",
+            run_id="r",
+            model_uri="models:/m/1",
+            feature_set_id="f",
+            snapshot_ids=[],
+        )
+        promoted = new_event(events.MODEL_PROMOTED, promotion)
+        await redis_client.xadd(events.MODEL_PROMOTED, {"__data__": promoted.model_dump_json()})
+
+        async def arrived() -> list[str]:
+            return heard
+
+        await wait_for(arrived, timeout=3, what="the promotion")
+    finally:
+        await bus.stop()
+    assert heard == [promoted.event_id]

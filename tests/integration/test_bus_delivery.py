@@ -207,6 +207,7 @@ INVALID_ENTRIES = {
         '{"event_id":"e1","type":"predictions","correlation_id":"c1",' + _LABEL + "}",
         "invalid event: type: 'predictions' does not belong on stream 'labels'",
     ),
+    "deeply-nested": ("[" * 100_000, "invalid event: message: JSON nested too deeply"),
     "missing-field": (
         '{"event_id":"e1","type":"labels",' + _LABEL + "}",
         "invalid event: correlation_id: Field required",
@@ -496,3 +497,28 @@ async def test_an_entry_the_broker_cannot_decode_is_dead_lettered_not_left_pendi
     assert letter.payload.message_id == message_id and letter.payload.error.startswith("invalid event")
     if case.startswith("json-format"):  # the letter keeps the bytes as written, not the broker's view
         assert letter.payload.original == UNREADABLE_ENTRIES[case][b"__data__"].decode()
+
+
+async def test_entries_of_two_streams_with_the_same_id_are_each_handled(backend: Backend) -> None:
+    # Entry ids are per stream: two streams written in the same millisecond give the same id. One entry
+    # in flight must not make the bus skip the other as if it were its own redelivery.
+    both_started = asyncio.Event()
+    started: list[str] = []
+
+    async def hold(event: Envelope[Any]) -> None:
+        started.append(event.type)
+        if len(started) == 2:
+            both_started.set()
+        await asyncio.wait_for(both_started.wait(), timeout=10)
+
+    bus = backend.bus("same-ids", bus_reclaim_idle_ms=60_000)
+    bus.consume(events.LABELS, hold)
+    bus.consume(events.INGEST_REQUESTED, hold)
+    request = new_event(events.INGEST_REQUESTED, IngestRequested(dataset="demo", uri="/nowhere.csv"))
+    async with running(bus):
+        await backend.client.xadd(events.LABELS, {"__data__": labels(1)[0].model_dump_json()}, id="7-0")
+        await backend.client.xadd(events.INGEST_REQUESTED, {"__data__": request.model_dump_json()}, id="7-0")
+        await until(lambda: both_started.is_set(), "both entries in their handlers at once")
+        await wait_drained(backend.client, events.LABELS, "same-ids")
+        await wait_drained(backend.client, events.INGEST_REQUESTED, "same-ids")
+    assert sorted(started) == [events.INGEST_REQUESTED, events.LABELS]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from shared.ops.cli import app
 from shared.ops.deadletters import REPLAYED_KEY
 from shared.runtime.retry import wait_for
 from shared.runtime.settings import MeshSettings
+from tests.support.cli import logs_kept_apart
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -60,6 +61,12 @@ async def letters(client: aioredis.Redis, at_least: int) -> list[tuple[str, Any]
     return result
 
 
+@pytest.fixture(autouse=True)
+def _logs_kept_apart() -> Iterator[None]:
+    with logs_kept_apart():
+        yield
+
+
 async def test_deadletters_are_listed_shown_replayed_once_and_purged(
     settings: MeshSettings, redis_client: aioredis.Redis
 ) -> None:
@@ -87,7 +94,10 @@ async def test_deadletters_are_listed_shown_replayed_once_and_purged(
     async def on_ingest(event: Any) -> None:
         raise AssertionError("no valid ingest.requested event is sent")
 
-    bus = MeshBus(settings, "audit")
+    # Nothing here is about reclaiming: with the suite's 1 s reclaim idle, a busy machine stalling this
+    # process for a second would let the sweep redeliver an entry before its first delivery is handled,
+    # and the letter would count two attempts.
+    bus = MeshBus(settings.model_copy(update={"bus_reclaim_idle_ms": 30_000}), "audit")
     bus.consume(events.LABELS, on_label)
     bus.consume(events.INGEST_REQUESTED, on_ingest)
     rejected = new_event(events.LABELS, LabelObserved(request_id="r1", label=1, observed_at=OBSERVED))

@@ -44,7 +44,7 @@ from tests.support.champions import (
 )
 from tests.support.data import CONFIG_DIR
 from tests.support.servers import mesh
-from tests.support.serving import ServingServer
+from tests.support.serving import ServingServer, serving_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -112,16 +112,7 @@ async def operated(
     # The CLI finds the token as it finds the local stack's: in the state dir.
     settings.state_dir.mkdir(parents=True)
     (settings.state_dir / "registry-token").write_text(TOKEN)
-    serving = ServingServer(
-        root / "serving",
-        {
-            "MESH_REDIS_PORT": str(redis_port),
-            "MESH_MLFLOW_TRACKING_URI": mlflow_uri,
-            "MESH_CONFIG_DIR": str(config_dir),
-            "MESH_SERVING_RECONCILE_S": "3",
-            "MESH_SERVING_SAMPLE_RATE": "1",
-        },
-    ).start()  # boots while the versions train
+    serving = ServingServer(root / "serving", serving_env(settings)).start()  # boots while the versions train
     client = aioredis.from_url(settings.effective_redis_url)
     try:
         config = load_model_config(config_dir, "sensors")
@@ -179,6 +170,29 @@ async def test_models_list_and_show_join_serving_the_registry_and_the_streams(op
 
     unknown = await operated.cli("models", "show", f"{MODEL}-nope")
     assert unknown.exit_code == 1 and "is unknown" in unknown.output
+
+
+async def test_status_shows_services_streams_groups_dead_letters_and_models(operated: Operated) -> None:
+    result = await operated.cli("status", "--json")
+    # Ingest, features and training do not run in this mesh: not every service is ready.
+    assert result.exit_code == 1, result.output
+    status = json.loads(result.stdout)
+    states = {row["service"]: row["state"] for row in status["services"]}
+    assert states["registry"] == states["serving"] == states["monitor"] == "ready"
+    assert states["ingest"] == states["training"] == "unreachable"
+    groups = {(row["stream"], row["group"]): row for row in status["streams"]}
+    # The registry's group on model.trained is read by its one replica here, and nothing waits in it.
+    trained = groups[("model.trained", "registry")]
+    assert trained["replicas"] == 1 and trained["pending"] == 0 and trained["lag"] == 0
+    assert ("predictions", "monitor") in groups
+    [model] = status["models"]
+    assert (model["name"], model["champion"], model["served"]) == (MODEL, "2", "2")
+    assert model["last_decision"]["decision"] == "promoted" and model["last_decision"]["version"] == "2"
+    deadletter = [row for row in status["streams"] if row["stream"] == "deadletter"]
+    assert status["dead_letters"] == deadletter[0]["length"]
+    table = await operated.cli("status")
+    for text in ("services", "streams", "model.trained", MODEL, "dead letters"):
+        assert text in table.stdout, table.stdout
 
 
 async def test_predict_answers_a_record_names_a_bad_field_and_scores_a_file(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import httpx
@@ -161,3 +162,25 @@ async def test_malformed_events_go_to_deadletter_and_the_service_keeps_serving(
         assert (await client.get("/readyz")).status_code == 200
     pending = await redis_client.xpending(events.INGEST_REQUESTED, "ingest")
     assert pending["pending"] == 0
+
+
+async def test_a_dataset_declared_wrong_is_refused_at_the_door_with_every_problem_named(
+    settings: MeshSettings, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Not stored, then failing deep in training: the upload gets the report `mesh dataset check` gives."""
+    config_dir = tmp_path / "config"
+    shutil.copytree(settings.config_dir, config_dir)
+    model_file = config_dir / "models" / "demo.yaml"
+    model_file.write_text(
+        model_file.read_text().replace("task: binary", "task: regression").replace("roc_auc", "r2")
+    )
+    broken = settings.model_copy(update={"config_dir": config_dir})
+    async with serve(create_app(broken)) as url, httpx.AsyncClient(base_url=url) as client:
+        response = await client.post("/datasets/demo/batches", content=demo_csv(5), headers=CSV)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["field"] == "name" and "not declared correctly" in body["error"]
+    named = {(Path(p["file"]).name, p["field"]) for p in body["problems"]}
+    # The floor of a metric the task does not have, and the monitor's metric that no longer fits.
+    assert ("demo.yaml", "gate.floors.accuracy") in named and ("demo.yaml", "performance.metric") in named
+    assert _snapshot_files(broken) == [] and await stream_events(redis_client, events.DATA_INGESTED) == []

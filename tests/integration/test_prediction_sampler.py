@@ -14,6 +14,7 @@ from services.serving.metrics import PREDICTIONS_DROPPED
 from services.serving.sampler import PredictionSampler, new_request_ids
 from shared import events
 from shared.bus import MeshBus
+from shared.ml.tasks import Outputs
 from shared.runtime.settings import MeshSettings
 from tests.support.serving import loaded_model_stub
 from tests.support.streams import count, stream_events
@@ -25,10 +26,11 @@ def _loaded() -> LoadedModel:
     return loaded_model_stub(version="7", columns=["age", "region"])
 
 
-def _answer(rows: int) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, list[str]]:
+def _answer(rows: int) -> tuple[pl.DataFrame, Outputs, list[str]]:
     frame = pl.DataFrame({"age": list(range(20, 20 + rows)), "region": ["north"] * rows})
     scores = np.linspace(0.1, 0.9, rows)
-    return frame, (scores >= 0.5).astype(int), scores, new_request_ids(rows)
+    outputs = Outputs("binary", (scores >= 0.5).astype(int), np.column_stack([1 - scores, scores]), [0, 1])
+    return frame, outputs, new_request_ids(rows)
 
 
 async def test_every_answered_record_is_published_with_its_model_and_features(
@@ -38,15 +40,17 @@ async def test_every_answered_record_is_published_with_its_model_and_features(
     sampler = PredictionSampler(bus, rate=1.0, batch=4)
     await sampler.start()
     answers = [_answer(rows) for rows in (1, 5, 3)]
-    for frame, predictions, scores, ids in answers:
-        sampler.offer(_loaded(), frame, predictions, scores, ids)
+    for frame, outputs, ids in answers:
+        sampler.offer(_loaded(), frame, outputs, ids)
     envelopes = await count(redis_client, events.PREDICTIONS, 9)
     await sampler.stop()
     await bus.stop()
 
     by_request = {e.payload.request_id: e.payload for e in envelopes}
     assert len(by_request) == 9
-    for frame, predictions, scores, ids in answers:
+    for frame, outputs, ids in answers:
+        predictions, scores = outputs.predictions, outputs.positive_scores
+        assert scores is not None
         for i, row in enumerate(frame.iter_rows(named=True)):
             record = by_request[ids[i]]
             assert (record.model_name, record.model_version) == ("churn-demo", "7")
@@ -80,7 +84,7 @@ async def test_past_capacity_answers_are_dropped_and_counted_not_queued(
     await sampler.stop()
     await bus.stop()
     published = {e.payload.request_id for e in await stream_events(redis_client, events.PREDICTIONS)}
-    assert published == set(offered[0][3]) | set(offered[2][3])
+    assert published == set(offered[0][2]) | set(offered[2][2])
 
 
 async def test_a_zero_rate_publishes_nothing(settings: MeshSettings, redis_client: aioredis.Redis) -> None:

@@ -15,7 +15,7 @@ from sklearn.dummy import DummyClassifier
 from services.registry.decisions import decide, record_decision, recorded_decision
 from services.registry.gate import GateDecision
 from shared.events import ModelPromoted, ModelRejected, ModelTrained
-from shared.ml.modeling import CHAMPION, PREVIOUS, GateConfig
+from shared.ml.modeling import CHAMPION, PREVIOUS, ModelConfig
 from shared.runtime.mlflow_client import mlflow_client
 from shared.runtime.settings import MeshSettings
 
@@ -34,7 +34,7 @@ def model_name() -> str:
     return f"decisions-{uuid.uuid4().hex[:8]}"
 
 
-def never_judged(model_name: str) -> GateConfig:
+def never_judged(model_name: str) -> ModelConfig:
     raise AssertionError(f"{model_name} was judged again although its decision is recorded")
 
 

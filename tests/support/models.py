@@ -10,7 +10,8 @@ import polars as pl
 from sklearn.pipeline import Pipeline
 
 from shared.ml.feature_sets import FeatureSetManifest
-from shared.ml.modeling import ModelConfig, evaluate, make_estimator, servable
+from shared.ml.modeling import ModelConfig, fit_servable
+from shared.ml.tasks import evaluate, predict_outputs
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,12 @@ def train_offline(manifest: FeatureSetManifest, config: ModelConfig) -> Trained:
     holdout = pl.read_parquet(manifest.holdout_path)
     pipeline = json.loads(manifest.pipeline_path.read_text())
     target = manifest.target
-    estimator = make_estimator(config)
-    estimator.fit(train_frame.drop(target).to_numpy(), train_frame[target].to_numpy())
-    model = servable(pipeline, estimator)
-    holdout = holdout.drop(pipeline["spec"]["id_column"])
-    return Trained(manifest, pipeline, model, holdout, evaluate(model, holdout, target))
+    model = fit_servable(config, train_frame, target, pipeline)
+    if pipeline["spec"].get("id_column"):
+        holdout = holdout.drop(pipeline["spec"]["id_column"])
+    return Trained(manifest, pipeline, model, holdout, evaluate(model, holdout, target, config.task))
+
+
+def positive_scores(model: Any, records: Any) -> Any:
+    """A binary model's probability of the positive class for each record."""
+    return predict_outputs(model, records, "binary").positive_scores

@@ -14,13 +14,13 @@ from opentelemetry import trace
 
 from services.monitor.deps import MonitorDeps
 from services.monitor.models import MonitoredModels
-from services.monitor.policy import MonitorConfig, load_monitor_config
 from services.monitor.references import Reference, References
 from services.monitor.state import MonitorStore
 from shared import events
 from shared.bus import MeshBus
 from shared.events import Envelope, LabelObserved, PredictionMade, new_event, utcnow
 from shared.ml.features import FeatureSpec
+from shared.ml.monitoring import MonitorConfig, load_monitor_config
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import MeshSettings
 from tests.support.data import CONFIG_DIR
@@ -51,7 +51,9 @@ def monitor_deps(
     """The deps the monitor service builds, with version 1's reference already known (no MLflow asked)."""
     uri = settings.effective_mlflow_uri
     references = References(MlflowClient(tracking_uri=uri, registry_uri=uri))
-    references.set(MODEL, Reference(VERSION, profile, promoted_accuracy=0.9, feature_set_id="fs"))
+    references.set(
+        MODEL, Reference(VERSION, profile, promoted_metrics={"accuracy": 0.9}, feature_set_id="fs")
+    )
     return MonitorDeps(
         settings=settings,
         bus=bus,

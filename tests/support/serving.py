@@ -14,6 +14,7 @@ import httpx
 
 from services.serving.holder import LoadedModel
 from shared.ops.embedded import free_port
+from shared.runtime.settings import MeshSettings
 from tests.support.processes import kill_all_with_env
 
 
@@ -33,6 +34,18 @@ def loaded_model_stub(**fields: Any) -> LoadedModel:
         "schema": None,
     }
     return LoadedModel(**{**placeholders, **fields})
+
+
+def serving_env(settings: MeshSettings) -> dict[str, str]:
+    """The environment of ``mesh run serving`` on the mesh of ``settings`` (its Redis, MLflow and config
+    dir), following promotions within 3 s and publishing every answered record for the monitor."""
+    return {
+        "MESH_REDIS_PORT": str(settings.redis_port),
+        "MESH_MLFLOW_TRACKING_URI": settings.effective_mlflow_uri,
+        "MESH_CONFIG_DIR": str(settings.config_dir),
+        "MESH_SERVING_RECONCILE_S": "3",
+        "MESH_SERVING_SAMPLE_RATE": "1",
+    }
 
 
 class ServingServer:

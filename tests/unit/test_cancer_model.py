@@ -16,15 +16,16 @@ import polars as pl
 import pytest
 
 from services.monitor.drift import window_drift
-from services.monitor.policy import MonitorConfig, load_monitor_config
 from shared.ml.datasets import DatasetSchema, load_schema
 from shared.ml.feature_sets import FeatureSetManifest, build_feature_set, reference_profile, split_mask
 from shared.ml.features import FeatureSpec, load_feature_spec
-from shared.ml.modeling import ModelConfig, evaluate, load_model_config, positive_scores
+from shared.ml.modeling import ModelConfig, load_model_config
+from shared.ml.monitoring import MonitorConfig, load_monitor_config
 from shared.ml.snapshots import SnapshotStore
+from shared.ml.tasks import evaluate
 from shared.ops.demo_data import CANCER_ROWS, cancer, cancer_record
 from tests.support.data import CONFIG_DIR, commit_snapshot
-from tests.support.models import Trained, train_offline
+from tests.support.models import Trained, positive_scores, train_offline
 
 DATASET = "cancer"
 SEEDS = range(100, 120)  # 20 windows per rate, as tests/unit/test_drift.py does for the demo
@@ -164,7 +165,7 @@ def test_a_model_trained_on_shuffled_labels_fails_the_gate(
     )
     assert poisoned.metrics["roc_auc"] < config.gate.floors["roc_auc"], poisoned.metrics
     # On the clean model's holdout (the same samples, their true labels) it is no better than chance.
-    assert evaluate(poisoned.model, trained.holdout, "malignant")["roc_auc"] < 0.7
+    assert evaluate(poisoned.model, trained.holdout, "malignant", "binary")["roc_auc"] < 0.7
 
 
 # --- the monitor's measured drift thresholds ----------------------------------------------------------

@@ -56,6 +56,9 @@ def test_ids_derived_from_a_cause_are_deterministic() -> None:
     [
         (events.DATA_INGESTED, b"{not json", "not valid JSON"),
         (events.DATA_INGESTED, b"[1, 2]", "JSON object"),
+        (events.DATA_INGESTED, b"[" * 100_000, "nested too deeply"),
+        (events.DATA_INGESTED, b'{"type": "data.ingested", "x": ' + b"[" * 100_000, "nested too deeply"),
+        (events.DATA_INGESTED, b"\xff\xfe\x00", "not valid JSON"),
         (events.DATA_INGESTED, json.dumps({"type": "labels"}).encode(), "does not belong on stream"),
         (
             events.DATA_INGESTED,

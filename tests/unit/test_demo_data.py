@@ -17,10 +17,10 @@ from sklearn.preprocessing import StandardScaler
 from typer.testing import CliRunner
 
 from services.ingest.batches import read_batch, validate_batch
-from services.monitor.policy import load_monitor_config
 from shared.ml.datasets import DatasetSchema, load_schema
 from shared.ml.features import load_feature_spec
 from shared.ml.modeling import load_model_config
+from shared.ml.monitoring import load_monitor_config
 from shared.ops.cli import app
 from shared.ops.demo_data import CANCER_ROWS, cancer, cancer_feature_columns, cancer_record, generate
 from shared.runtime.settings import REPO_ROOT

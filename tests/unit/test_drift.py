@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from scipy import stats
 
 from services.monitor.drift import (
     OTHER,
@@ -17,10 +18,10 @@ from services.monitor.drift import (
     psi,
     window_drift,
 )
-from services.monitor.policy import MonitorConfig, load_monitor_config
 from shared.ml.datasets import load_schema
-from shared.ml.feature_sets import reference_profile, split_mask
+from shared.ml.feature_sets import bin_shares, reference_profile, split_mask
 from shared.ml.features import FeatureSpec
+from shared.ml.monitoring import MonitorConfig, load_monitor_config
 from shared.ops.demo_data import generate
 from tests.support.data import CONFIG_DIR
 
@@ -161,6 +162,61 @@ def test_wasserstein_is_in_reference_stds_and_survives_a_constant_reference() ->
     assert constant["wasserstein"] == 0.0 and constant["ks"] == 0.0
 
 
+def _draws(rng: np.random.Generator, kind: str, size: int, shift: float) -> np.ndarray:
+    if kind == "normal":
+        return rng.normal(shift, 1.0, size)
+    if kind == "counts":  # heavy ties
+        return rng.poisson(3.0 + shift, size).astype(np.float64)
+    if kind == "three values":
+        return rng.integers(0, 3, size).astype(np.float64)
+    return np.round(rng.lognormal(5.0 + shift, 1.0, size), 1)  # ties after rounding
+
+
+@pytest.mark.parametrize("kind", ["normal", "counts", "three values", "rounded lognormal"])
+def test_numeric_scores_are_scipys_on_the_present_values(kind: str) -> None:
+    """The sort-once statistics equal scipy's: ks_2samp (statistic and asymptotic p-value against a sample
+    that stands for itself), wasserstein_distance, and bin_shares for PSI; missing values left out."""
+    rng = np.random.default_rng(len(kind))
+    for n, m in [(1, 1), (1, 7), (7, 1), (40, 3), (3, 40), (500, 500), (2000, 300), (300, 2000)]:
+        shift = float(rng.normal(0.0, 0.2))
+        sample = _draws(rng, kind, m, 0.0)
+        window = _draws(rng, kind, n, shift)
+        window[rng.random(n) < 0.1] = np.nan
+        present = window[~np.isnan(window)]
+        edges = sorted(set(np.quantile(sample, np.linspace(0.1, 0.9, 9), method="nearest").tolist()))
+        entry = {
+            "kind": "numeric", "edges": edges, "shares": bin_shares(sample, edges), "null_share": 0.0,
+            "std": 1.0, "sample": rng.permutation(sample).tolist(),  # any order: sorted on use
+        }  # fmt: skip
+        scores = numeric_drift(entry, window)
+        assert scores["null_share_delta"] == pytest.approx(1 - present.size / n)
+        if present.size == 0:
+            assert math.isnan(scores["ks"]) and math.isnan(scores["ks_p"])
+            continue
+        with np.errstate(divide="ignore"):  # scipy's p-value of one value against one divides by 0
+            expected = stats.ks_2samp(present, sample, method="asymp")
+        assert scores["ks"] == pytest.approx(expected.statistic, abs=1e-15), (n, m)
+        # NaN where scipy's is (one value against one: effective size 0.5 rounds to 0).
+        assert scores["ks_p"] == pytest.approx(expected.pvalue, rel=1e-12, abs=1e-300, nan_ok=True), (n, m)
+        assert scores["wasserstein"] == pytest.approx(
+            stats.wasserstein_distance(present, sample), rel=1e-11, abs=1e-12
+        ), (n, m)
+        assert scores["psi"] == pytest.approx(psi(entry["shares"], bin_shares(present, edges)), abs=1e-15)
+
+
+def test_ks_p_counts_the_rows_the_sample_stands_for(profile: dict[str, Any]) -> None:
+    """``sample_rows`` (the reference's present values) sizes the p-value; an older profile without it
+    had a random sample, which stands for itself."""
+    entry = profile["columns"]["income"]
+    assert entry["sample_rows"] == len(entry["sample"])  # 2,232 train rows: all kept
+    window = generate(rows=WINDOW_ROWS, seed=100)["income"]
+    scores = numeric_drift(entry, window)
+    as_if_larger = numeric_drift({**entry, "sample_rows": 10 * entry["sample_rows"]}, window)
+    assert as_if_larger["ks"] == scores["ks"] and as_if_larger["ks_p"] < scores["ks_p"]
+    older = {key: value for key, value in entry.items() if key != "sample_rows"}
+    assert numeric_drift(older, window) == pytest.approx(scores)
+
+
 def test_unseen_category_goes_to_other(profile: dict[str, Any], config: MonitorConfig) -> None:
     entry = profile["columns"]["region"]
     values = pl.Series(["north"] * 30 + ["south"] * 20 + ["east"] * 25 + ["west"] * 15 + ["mars"] * 10)
@@ -198,7 +254,7 @@ def test_window_drift_scores_listed_profiled_columns_only(profile: dict[str, Any
     window = generate(rows=WINDOW_ROWS, seed=100).drop("plan")
     scores = window_drift(profile, window, ["age", "region", "plan", "customer_id"])
     assert set(scores) == {"age", "region", "plan"}  # customer_id is not profiled
-    assert set(scores["age"]) == {"psi", "ks", "wasserstein", "null_share_delta"}
+    assert set(scores["age"]) == {"psi", "ks", "ks_p", "wasserstein", "null_share_delta"}
     assert set(scores["region"]) == {"psi", "chi2_p", "null_share_delta"}
     # A profiled column missing from the traffic is scored as entirely missing.
     assert scores["plan"]["null_share_delta"] == pytest.approx(1.0)

@@ -20,19 +20,17 @@ from shared.ml.datasets import DatasetSchema
 from shared.ml.feature_sets import FeatureSetManifest, build_feature_set
 from shared.ml.features import FeatureSpec
 from shared.ml.modeling import (
-    GateConfig,
     ModelConfig,
-    evaluate,
     load_model_config,
     make_estimator,
-    positive_scores,
     sanity_problems,
     servable,
 )
 from shared.ml.snapshots import SnapshotStore
+from shared.ml.tasks import evaluate
 from shared.ops.demo_data import generate
 from tests.support.data import CONFIG_DIR, commit_snapshot
-from tests.support.models import Trained, train_offline
+from tests.support.models import Trained, positive_scores, train_offline
 
 ROWS_PER_SNAPSHOT = 1_500  # two snapshots: 3,000 rows, about 750 of them in the holdout
 
@@ -166,10 +164,14 @@ def test_a_premium_plan_lowers_churn_against_basic(trained: Trained, typical: pl
 # --- sanity checks ------------------------------------------------------------------------------------
 
 
+def _budget(config: ModelConfig, latency_budget_ms: float) -> ModelConfig:
+    """``config`` with another latency budget: the demo's (25 ms) is for a quiet host."""
+    gate = config.gate.model_copy(update={"latency_budget_ms": latency_budget_ms})
+    return config.model_copy(update={"gate": gate})
+
+
 def test_a_healthy_model_has_no_sanity_problems(trained: Trained, config: ModelConfig) -> None:
-    # The demo budget (25 ms) is for a quiet host; a generous one keeps this test about the outputs.
-    gate = config.gate.model_copy(update={"latency_budget_ms": 1_000.0})
-    problems, latency = sanity_problems(trained.model, trained.holdout, "churned", gate)
+    problems, latency = sanity_problems(trained.model, trained.holdout, "churned", _budget(config, 1_000.0))
     assert problems == []
     assert 0 < latency < 1_000
 
@@ -180,25 +182,26 @@ def test_a_constant_model_is_reported(trained: Trained, config: ModelConfig) -> 
         train_frame.drop("churned").to_numpy(), train_frame["churned"].to_numpy()
     )
     constant = servable(trained.pipeline, dummy)
-    gate = config.gate.model_copy(update={"latency_budget_ms": 1_000.0})
-    problems, _ = sanity_problems(constant, trained.holdout, "churned", gate)
+    problems, _ = sanity_problems(constant, trained.holdout, "churned", _budget(config, 1_000.0))
     assert len(problems) == 1
     assert "constant predictions" in problems[0]
 
 
-def test_a_tiny_latency_budget_is_reported(trained: Trained) -> None:
-    problems, latency = sanity_problems(
-        trained.model, trained.holdout, "churned", GateConfig(latency_budget_ms=1e-6)
-    )
+def test_a_tiny_latency_budget_is_reported(trained: Trained, config: ModelConfig) -> None:
+    problems, latency = sanity_problems(trained.model, trained.holdout, "churned", _budget(config, 1e-6))
     assert latency > 1e-6
     assert len(problems) == 1
     assert "latency" in problems[0]
 
 
-def test_latency_is_measured_on_one_native_thread_as_serving_runs(trained: Trained) -> None:
+def test_latency_is_measured_on_one_native_thread_as_serving_runs(
+    trained: Trained, config: ModelConfig
+) -> None:
     single_record_threads: list[int] = []
 
     class RecordsThreads:
+        classes_ = np.array([0, 1])
+
         def predict_proba(self, records: Any) -> np.ndarray:
             if len(records) == 1:
                 single_record_threads.extend(
@@ -206,18 +209,18 @@ def test_latency_is_measured_on_one_native_thread_as_serving_runs(trained: Train
                 )
             return np.tile([0.4, 0.6], (len(records), 1))
 
-    sanity_problems(RecordsThreads(), trained.holdout, "churned", GateConfig(latency_budget_ms=1_000.0))
+    sanity_problems(RecordsThreads(), trained.holdout, "churned", _budget(config, 1_000.0))
     assert single_record_threads and set(single_record_threads) == {1}
 
 
-def test_non_finite_scores_are_reported(trained: Trained) -> None:
+def test_non_finite_scores_are_reported(trained: Trained, config: ModelConfig) -> None:
     class NaNScores:
+        classes_ = np.array([0, 1])
+
         def predict_proba(self, records: Any) -> np.ndarray:
             return np.full((len(records), 2), np.nan)
 
-    problems, _ = sanity_problems(
-        NaNScores(), trained.holdout, "churned", GateConfig(latency_budget_ms=1_000.0)
-    )
+    problems, _ = sanity_problems(NaNScores(), trained.holdout, "churned", _budget(config, 1_000.0))
     assert problems == [f"{trained.holdout.height} non-finite predictions on the holdout"]
 
 
@@ -229,6 +232,6 @@ def test_a_model_trained_on_shuffled_labels_is_clearly_worse(
 ) -> None:
     poisoned = train_offline(_build(tmp_path, schema, spec, label_noise=1.0), config)
     # Scored on the clean model's holdout: the same raw rows, honest labels, none of them trained on.
-    clean_holdout = evaluate(poisoned.model, trained.holdout, "churned")
+    clean_holdout = evaluate(poisoned.model, trained.holdout, "churned", "binary")
     assert clean_holdout["roc_auc"] < 0.6, clean_holdout
     assert clean_holdout["roc_auc"] < trained.metrics["roc_auc"] - 0.15

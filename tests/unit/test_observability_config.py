@@ -86,7 +86,7 @@ REQUIRED_SERIES = {
         "mesh_model_swap_duration_seconds_bucket",
         "mesh_prediction_records_dropped_total",
         "mesh_drift_score",
-        "mesh_window_accuracy_ratio",
+        "mesh_window_performance",
     },
 }
 

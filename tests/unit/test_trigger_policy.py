@@ -5,16 +5,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from services.monitor.policy import (
-    Decision,
+from services.monitor.policy import Decision, TriggerPolicy, WindowSignals
+from shared.ml.monitoring import (
     DriftConfig,
     MonitorConfig,
     PerformanceConfig,
     RetrainConfig,
     Threshold,
-    TriggerPolicy,
     WindowConfig,
-    WindowSignals,
     load_monitor_config,
 )
 from shared.runtime.settings import REPO_ROOT
@@ -32,7 +30,7 @@ def make_config(cooldown_s: float = 300, max_per_hour: int = 3, min_features: in
             ks=Threshold(fire=0.15, clear=0.10),
             min_features=min_features,
         ),
-        performance=PerformanceConfig(max_drop=Threshold(fire=0.10, clear=0.04)),
+        performance=PerformanceConfig(metric="accuracy", max_drop=Threshold(fire=0.10, clear=0.04)),
         retrain=RetrainConfig(cooldown_s=cooldown_s, max_per_hour=max_per_hour, min_labelled_rows=300),
     )
 

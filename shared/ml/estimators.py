@@ -1,0 +1,192 @@
+"""Estimators: a built-in kind or any scikit-learn-compatible class named by import path, built for a
+task, and the types a saved model of it may hold.
+
+A model is saved with skops (MLflow's ``serialization_format="skops"``) and loaded by the mesh with
+*its own* list of trusted types, never the list a model file carries: loading runs no code outside
+scikit-learn, numpy, scipy, the families reviewed below and the estimator classes the configuration
+names (under version control, so reviewed with it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Literal
+
+import numpy as np
+import skops.io
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_classifier, is_regressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import LabelEncoder, StandardScaler
+
+from shared.ml.tasks import is_classification
+
+BuiltinKind = Literal[
+    "logistic_regression", "linear", "hist_gradient_boosting", "random_forest", "lightgbm", "xgboost"
+]
+
+# kind -> (classifier, regressor) import paths; None: the kind has no such estimator.
+BUILTIN_CLASSES: dict[str, tuple[str | None, str | None]] = {
+    "logistic_regression": ("sklearn.linear_model.LogisticRegression", None),
+    "linear": ("sklearn.linear_model.LogisticRegression", "sklearn.linear_model.Ridge"),
+    "hist_gradient_boosting": (
+        "sklearn.ensemble.HistGradientBoostingClassifier",
+        "sklearn.ensemble.HistGradientBoostingRegressor",
+    ),
+    "random_forest": ("sklearn.ensemble.RandomForestClassifier", "sklearn.ensemble.RandomForestRegressor"),
+    "lightgbm": ("lightgbm.LGBMClassifier", "lightgbm.LGBMRegressor"),
+    "xgboost": ("xgboost.XGBClassifier", "xgboost.XGBRegressor"),
+}
+# Linear models learn badly from unscaled inputs: their kinds standardise first unless told otherwise.
+SCALED_KINDS = ("logistic_regression", "linear")
+
+# Types beyond skops' defaults that a saved model may hold, reviewed one by one. Each is plain data
+# (arrays, dicts, the native boosters' own serialised bytes) restored without running model code.
+REVIEWED_TYPES = (
+    "shared.ml.features.FeatureTransformer",  # ours: carries the feature spec and fitted state as plain data
+    "shared.ml.estimators.EncodedLabels",  # ours: an estimator and the label encoder's classes
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "collections.OrderedDict",  # LightGBM keeps its parameters in one
+    "lightgbm.basic.Booster",  # restored from its model string
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor",
+    "xgboost.core.Booster",  # restored from its raw UBJSON bytes
+    "xgboost.sklearn.XGBClassifier",
+    "xgboost.sklearn.XGBRegressor",
+)
+# Families whose classifiers only learn integer labels 0..k-1: the mesh encodes labels for them.
+ENCODED_LABEL_MODULES = ("xgboost",)
+
+
+class EstimatorConfig(BaseModel):
+    """``kind`` (a built-in) or ``class`` (an import path), with constructor ``params``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    kind: BuiltinKind | None = None
+    class_path: str | None = Field(default=None, alias="class", pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+$")
+    params: dict[str, Any] = Field(default_factory=dict)
+    scale: bool | None = Field(default=None, description="standardise inputs first (default: linear kinds)")
+
+    @model_validator(mode="after")
+    def _one_of_kind_or_class(self) -> EstimatorConfig:
+        if (self.kind is None) == (self.class_path is None):
+            raise ValueError("give exactly one of kind (a built-in) or class (an import path)")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.kind or str(self.class_path)
+
+    def resolved_path(self, task: str) -> str:
+        """The import path of the class this configuration builds for ``task``."""
+        if self.class_path is not None:
+            return self.class_path
+        classifier, regressor = BUILTIN_CLASSES[str(self.kind)]
+        path = classifier if is_classification(task) else regressor
+        if path is None:
+            raise ValueError(f"kind {self.kind} has no estimator for a {task} task")
+        return path
+
+    @property
+    def scaled(self) -> bool:
+        return self.scale if self.scale is not None else self.kind in SCALED_KINDS
+
+
+def import_class(path: str) -> type:
+    module_name, _, attr = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r}: {exc}") from None
+    found = getattr(module, attr, None)
+    if not inspect.isclass(found):
+        raise ValueError(f"{module_name!r} has no class {attr!r}")
+    return found
+
+
+def estimator_problems(config: EstimatorConfig, task: str) -> list[tuple[str, str]]:
+    """What is wrong with ``config`` for ``task``, as (field, message) pairs; empty when it can be built."""
+    try:
+        path = config.resolved_path(task)
+        cls = import_class(path)
+    except ValueError as exc:
+        return [("estimator.kind" if config.kind else "estimator.class", str(exc))]
+    where = "estimator.class" if config.class_path else "estimator.kind"
+    try:
+        instance = cls(**config.params)
+    except TypeError as exc:
+        return [("estimator.params", f"{path} does not take these params: {exc}")]
+    if not hasattr(instance, "fit") or not hasattr(instance, "get_params"):
+        return [(where, f"{path} is not a scikit-learn-compatible estimator (no fit/get_params)")]
+    if is_classification(task):
+        if not is_classifier(instance) or not hasattr(instance, "predict_proba"):
+            return [(where, f"{path} is not a classifier with predict_proba; a {task} task needs one")]
+    elif not is_regressor(instance):
+        return [(where, f"{path} is not a regressor; a regression task needs one")]
+    return []
+
+
+def build_estimator(config: EstimatorConfig, task: str, seed: int) -> Any:
+    """An unfitted estimator for ``task``: the class with its params, the mesh's defaults where the class
+    takes them (seed, one native thread) and never over what the configuration says."""
+    path = config.resolved_path(task)
+    cls = import_class(path)
+    accepted = inspect.signature(cls).parameters
+    defaults: dict[str, Any] = {"random_state": seed, "n_jobs": 1, "max_iter": 1000}
+    if path.startswith("lightgbm."):
+        defaults |= {"verbose": -1, "deterministic": True, "force_row_wise": True}
+    if path.startswith("sklearn.ensemble.HistGradientBoosting") or not path.startswith("sklearn."):
+        defaults.pop("max_iter")  # HGB's max_iter is its number of trees, not a solver's iteration cap
+    if path.startswith("sklearn.linear_model."):
+        defaults.pop("n_jobs")  # no effect on one model, and deprecated on LogisticRegression
+    params = {k: v for k, v in defaults.items() if k in accepted} | dict(config.params)
+    estimator = cls(**params)
+    if is_classification(task) and path.split(".")[0] in ENCODED_LABEL_MODULES:
+        estimator = EncodedLabels(estimator)
+    return make_pipeline(StandardScaler(), estimator) if config.scaled else estimator
+
+
+def trusted_types(config: EstimatorConfig, task: str) -> list[str]:
+    """The types a model built from ``config`` may hold when loaded: the reviewed ones and its class."""
+    try:
+        path = config.resolved_path(task)
+        cls = import_class(path)
+    except ValueError:
+        return list(REVIEWED_TYPES)
+    return sorted({*REVIEWED_TYPES, f"{cls.__module__}.{cls.__qualname__}"})
+
+
+class EncodedLabels(ClassifierMixin, BaseEstimator):
+    """A classifier that only learns labels 0..k-1 (XGBoost), taught and answering in the real labels."""
+
+    def __init__(self, estimator: Any = None) -> None:
+        self.estimator = estimator
+
+    def fit(self, X: Any, y: Any) -> EncodedLabels:
+        encoder = LabelEncoder().fit(y)
+        self.classes_ = encoder.classes_
+        self.estimator_ = clone(self.estimator).fit(X, encoder.transform(y))
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return np.asarray(self.estimator_.predict_proba(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+class UnreviewedTypes(ValueError):
+    """A fitted model holding types nobody reviewed: it could not be loaded without trusting them."""
+
+
+def require_reviewed(model: Any, config: EstimatorConfig, task: str) -> None:
+    """Raises UnreviewedTypes naming what ``model`` holds beyond the trusted types of ``config``."""
+    unreviewed = sorted(
+        set(skops.io.get_untrusted_types(data=skops.io.dumps(model))) - set(trusted_types(config, task))
+    )
+    if unreviewed:
+        raise UnreviewedTypes(
+            f"the fitted {config.name} holds types the mesh has not reviewed for loading: "
+            f"{', '.join(unreviewed)} (after review, add them to REVIEWED_TYPES in shared/ml/estimators.py)"
+        )
