@@ -7,6 +7,6 @@ in-memory twin of Redis behind the same connection seam.
 
 from shared.bus.bus import MeshBus
 from shared.bus.connection import RedisConnection
-from shared.bus.delivery import PermanentError, dead_letter, entry_body
+from shared.bus.delivery import PermanentError, dead_letter, entry_body, read_entry
 
-__all__ = ["MeshBus", "PermanentError", "RedisConnection", "dead_letter", "entry_body"]
+__all__ = ["MeshBus", "PermanentError", "RedisConnection", "dead_letter", "entry_body", "read_entry"]

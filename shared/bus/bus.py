@@ -324,12 +324,23 @@ class MeshBus:
 
 async def _readable(message: Mapping[str, Any], original: Callable[..., Awaitable[Any]]) -> Any:
     """FastStream's parse of what a subscriber read. An entry it cannot decode (its legacy JSON format
-    with headers that are no object) would fail before any handler, uncounted, and stay pending for
-    ever; handed on as plain bytes, the mesh's contract check refuses it and it is dead-lettered."""
+    with headers that are no object) would fail before any handler, uncounted, and stay pending until a
+    sweep; handed on as plain bytes, the mesh's contract check refuses it and it is dead-lettered at once.
+
+    A batch's parse also re-encodes every body as JSON, which bytes that are no UTF-8 fail: such a batch is
+    parsed from stand-ins, and handed on with its entries as read (the batch delivery reads only those)."""
     try:
         return await original(message)
     except Exception:
+        pass
+    try:
         return await original({**message, "data": await plain_entries(message["data"])})
+    except Exception:
+        if not isinstance(message["data"], list):
+            raise
+    parsed = await original({**message, "data": [{b"__data__": b"null"} for _ in message["data"]]})
+    parsed.raw_message = message
+    return parsed
 
 
 async def _undecoded(message: Any, _original: Callable[..., Awaitable[Any]]) -> Any:

@@ -47,6 +47,17 @@ class Consumer:
     subscribers: list[Any] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """An entry given up on: the dead letter it gets says this."""
+
+    message_id: str
+    original: bytes | str
+    envelope: Envelope[Any] | None  # when the entry could be read: the letter continues its chain
+    error: str
+    attempts: int
+
+
 def entry_body(fields: Mapping[Any, Any]) -> bytes:
     """The event body of a raw stream entry, as written by FastStream or by a plain ``XADD __data__``."""
     data = fields[b"__data__"]
@@ -184,31 +195,45 @@ class Deliveries:
 
     async def deliver_batch(self, consumer: Consumer, handler: BatchHandler[Any], message: Any) -> None:
         """Entries read together (see ``MeshBus.consume_batch``): the valid ones handled in one call and
-        acknowledged together, the invalid ones dead-lettered alone; a failed batch is left pending."""
+        acknowledged together, the invalid ones dead-lettered together; a failed batch is left pending.
+
+        The whole batch is in flight and under lease from the read on: were only the valid entries, an
+        invalid one waiting its turn behind a slow batch could be reclaimed and dead-lettered twice."""
         ids = [as_text(i) for i in message.raw_message["message_ids"]]
+        entries = {_entry_key(consumer, message_id) for message_id in ids}
+        self.in_flight.update(entries)
+        try:
+            with self._lease(consumer.stream, consumer.group, ids):
+                await self._handle_batch(consumer, handler, ids, message.raw_message["data"])
+        finally:
+            self.in_flight.difference_update(entries)
+
+    async def _handle_batch(
+        self, consumer: Consumer, handler: BatchHandler[Any], ids: list[str], data: list[Any]
+    ) -> None:
         envelopes: list[Envelope[Any]] = []
         good_ids: list[str] = []
-        for message_id, fields in zip(ids, message.raw_message["data"], strict=True):
+        refused: list[Refusal] = []
+        for message_id, fields in zip(ids, data, strict=True):
             try:
                 envelopes.append(read_entry(entry_body(fields), consumer.stream))
                 good_ids.append(message_id)
-            except (ContractError, KeyError) as exc:
+            except KeyError:
+                reason = "invalid event: message: the entry has no __data__ field"
+                refused.append(Refusal(message_id, repr(fields), None, reason, 1))
+            except ContractError as exc:
                 # As written: entry_body undoes the wrapping of an entry FastStream could not decode.
-                original = entry_body(fields) if b"__data__" in fields else repr(fields)
-                await self._dead_letter(consumer, message_id, original, None, f"invalid event: {exc}", 1)
+                refused.append(Refusal(message_id, entry_body(fields), None, f"invalid event: {exc}", 1))
+        if refused:
+            await self._dead_letter(consumer, *refused)
         if not envelopes:
             return
-        entries = {_entry_key(consumer, message_id) for message_id in good_ids}
-        self.in_flight.update(entries)
         try:
-            with self._lease(consumer.stream, consumer.group, good_ids):
-                await handler(envelopes)
+            await handler(envelopes)
         except Exception:
             EVENTS_FAILED.labels(consumer.stream, consumer.group).inc(len(good_ids))
             log.exception("batch handler failed; entries will be retried one by one", count=len(good_ids))
             return
-        finally:
-            self.in_flight.difference_update(entries)
         await self.redis.xack(consumer.stream, consumer.group, *good_ids)
         EVENTS_HANDLED.labels(consumer.stream, consumer.group).inc(len(good_ids))
 
@@ -222,7 +247,8 @@ class Deliveries:
         try:
             envelope: Envelope[Any] = read_entry(raw, stream)
         except ContractError as exc:
-            await self._dead_letter(consumer, message_id, raw, None, f"invalid event: {exc}", attempts)
+            invalid = Refusal(message_id, raw, None, f"invalid event: {exc}", attempts)
+            await self._dead_letter(consumer, invalid)
             return
 
         done_key = f"mesh:done:{group}:{envelope.event_id}"
@@ -234,7 +260,8 @@ class Deliveries:
         if attempts > self.settings.bus_max_attempts:
             last_error = await self.redis.hget(_errors_key(stream, group), message_id)
             reason = as_text(last_error) if last_error else "consumer died while handling it"
-            await self._dead_letter(consumer, message_id, raw, envelope, f"gave up: {reason}", attempts)
+            given_up = Refusal(message_id, raw, envelope, f"gave up: {reason}", attempts)
+            await self._dead_letter(consumer, given_up)
             return
 
         with_context = {"event_id": envelope.event_id, "correlation_id": envelope.correlation_id}
@@ -248,14 +275,14 @@ class Deliveries:
                 await consumer.handler(envelope)
             except PermanentError as exc:
                 bound.warning("event rejected", error=str(exc))
-                await self._dead_letter(consumer, message_id, raw, envelope, str(exc), attempts)
+                await self._dead_letter(consumer, Refusal(message_id, raw, envelope, str(exc), attempts))
                 return
             except Exception as exc:
                 EVENTS_FAILED.labels(stream, group).inc()
                 error = f"{type(exc).__name__}: {exc}"
                 bound.exception("handler failed", error=error)
                 if attempts >= self.settings.bus_max_attempts:
-                    await self._dead_letter(consumer, message_id, raw, envelope, error, attempts)
+                    await self._dead_letter(consumer, Refusal(message_id, raw, envelope, error, attempts))
                 else:
                     # Left pending on purpose: the reclaim sweep redelivers it after the idle time.
                     await self.redis.hset(_errors_key(stream, group), message_id, error)
@@ -309,33 +336,31 @@ class Deliveries:
             ended = True
             renewal.cancel()
 
-    async def _dead_letter(
-        self,
-        consumer: Consumer,
-        message_id: str,
-        original: bytes | str,
-        envelope: Envelope[Any] | None,
-        error: str,
-        attempts: int,
-    ) -> None:
-        letter = dead_letter(consumer.stream, consumer.group, message_id, original, envelope, error, attempts)
-        # The letter, the ack and the cleanup in one transaction (one round trip): never a letter for an
+    async def _dead_letter(self, consumer: Consumer, *refusals: Refusal) -> None:
+        stream, group = consumer.stream, consumer.group
+        letters = [
+            dead_letter(stream, group, r.message_id, r.original, r.envelope, r.error, r.attempts)
+            for r in refusals
+        ]
+        ids = [r.message_id for r in refusals]
+        # The letters, the acks and the cleanup in one transaction (one round trip): never a letter for an
         # entry still pending (it would be dead-lettered twice), never an ack without its letter.
         transaction = self.redis.pipeline(transaction=True)
-        await self._publisher.stage(transaction, [letter])
-        transaction.xack(consumer.stream, consumer.group, message_id)
-        transaction.hdel(_errors_key(consumer.stream, consumer.group), message_id)
+        await self._publisher.stage(transaction, letters)
+        transaction.xack(stream, group, *ids)
+        transaction.hdel(_errors_key(stream, group), *ids)
         await transaction.execute()
-        self._publisher.sent([letter])
-        EVENTS_DEADLETTERED.labels(consumer.stream, consumer.group).inc()
-        log.warning(
-            "dead-lettered",
-            stream=consumer.stream,
-            group=consumer.group,
-            message_id=message_id,
-            error=error,
-            attempts=attempts,
-        )
+        self._publisher.sent(letters)
+        EVENTS_DEADLETTERED.labels(stream, group).inc(len(refusals))
+        for refusal in refusals:
+            log.warning(
+                "dead-lettered",
+                stream=stream,
+                group=group,
+                message_id=refusal.message_id,
+                error=refusal.error,
+                attempts=refusal.attempts,
+            )
 
 
 def _entry_key(consumer: Consumer, message_id: str) -> str:

@@ -5,6 +5,7 @@ the end-to-end tests assert through it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
@@ -14,8 +15,8 @@ import httpx
 import polars as pl
 import redis
 
-from shared.bus import entry_body
-from shared.events import Envelope, P, Stream, parse_event
+from shared.bus import entry_body, read_entry
+from shared.events import ContractError, Envelope, P, Stream, parse_event
 from shared.runtime.retry import wait_until
 from shared.runtime.settings import MeshSettings
 
@@ -102,9 +103,14 @@ class MeshDriver:
     # --- the bus -------------------------------------------------------------------------------------
 
     def events(self, stream: Stream[P]) -> list[Envelope[P]]:
-        """Every event on ``stream``, decoded through its contract as a consumer would."""
+        """Every event on ``stream``, decoded through its contract as a consumer would; entries that fail
+        it (a broken producer's, dead-lettered by the consumers) are no events and are left out."""
         entries: Any = self.redis.xrange(stream)
-        return [parse_event(entry_body(fields), stream) for _, fields in entries]
+        found = []
+        for _, fields in entries:
+            with contextlib.suppress(ContractError, KeyError):
+                found.append(read_entry(entry_body(fields), stream))
+        return found
 
     def last_event(self, stream: Stream[P]) -> Envelope[P]:
         entries: Any = self.redis.xrevrange(stream, count=1)

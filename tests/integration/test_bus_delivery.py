@@ -483,7 +483,8 @@ UNREADABLE_ENTRIES: dict[str, dict[bytes, bytes]] = {
 async def test_an_entry_the_broker_cannot_decode_is_dead_lettered_not_left_pending(
     backend: Backend, case: str, batch: bool
 ) -> None:
-    bus = backend.bus("audit")
+    # Reclaiming after a long idle: a sweep redelivering the entry must not be what rescues it.
+    bus = backend.bus("audit", bus_reclaim_idle_ms=60_000)
     calls: list[Any] = []
     if batch:
         bus.consume_batch(events.LABELS, collect(calls))
@@ -495,6 +496,7 @@ async def test_an_entry_the_broker_cannot_decode_is_dead_lettered_not_left_pendi
         await wait_drained(backend.client, events.LABELS, "audit")
     assert calls == []
     assert letter.payload.message_id == message_id and letter.payload.error.startswith("invalid event")
+    assert letter.payload.attempts == 1
     if case.startswith("json-format"):  # the letter keeps the bytes as written, not the broker's view
         assert letter.payload.original == UNREADABLE_ENTRIES[case][b"__data__"].decode()
 

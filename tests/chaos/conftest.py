@@ -1,0 +1,32 @@
+"""The fault and hostile-input suite (``make test-chaos``): the whole stack as processes, driven hard.
+
+Each scenario adds its figures to one report, written as JSON to ``tests/reports/chaos.json`` when the
+session ends (``MESH_CHAOS_REPORT`` to put it elsewhere): what was sent, handled, redelivered,
+dead-lettered, lost and duplicated, so a run that passes still says by how much."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.runtime.settings import REPO_ROOT
+
+REPORT = Path(os.environ.get("MESH_CHAOS_REPORT", REPO_ROOT / "tests" / "reports" / "chaos.json"))
+
+
+@pytest.fixture(scope="session")
+def chaos_report() -> Iterator[dict[str, Any]]:
+    """Scenario name -> its figures; written out after the last scenario, passed or failed."""
+    scenarios: dict[str, Any] = {}
+    yield scenarios
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    report = {"written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine}
+    REPORT.write_text(json.dumps({**report, "scenarios": scenarios}, indent=2, default=str) + "\n")
