@@ -337,3 +337,12 @@ def test_a_second_model_serves_beside_the_first_and_each_moves_on_its_own(mesh: 
     for model in (MODEL, CANCER):
         champion = mesh.mlflow.get_model_version_by_alias(model, "champion").version
         mesh.wait_for_version(champion, model)
+
+
+def test_no_log_or_trace_of_the_whole_run_holds_the_registry_token(mesh: MeshDriver) -> None:
+    # Last in the scenario: every admin call above (promote, rollback) carried the token; none of the
+    # components may have written it anywhere an operator's log shipper or trace viewer would read.
+    token = registry_token(mesh.settings).encode()
+    written = [*(mesh.settings.state_dir / "logs").glob("*.log"), mesh.settings.state_dir / "traces.jsonl"]
+    assert len(written) > 8
+    assert [path.name for path in written if token in path.read_bytes()] == []
