@@ -17,7 +17,13 @@ from shared.events import ModelTrained
 from shared.ml.estimators import require_reviewed, trusted_types
 from shared.ml.feature_sets import FeatureSetManifest
 from shared.ml.features import FeaturePipeline
-from shared.ml.modeling import OUTPUT_PROFILE, ModelConfig, fit_servable, model_requirements
+from shared.ml.modeling import (
+    OUTPUT_PROFILE,
+    ModelConfig,
+    fit_servable,
+    limit_native_threads,
+    model_requirements,
+)
 from shared.ml.tasks import output_profile, predict_outputs, score
 
 TAG_TRIGGER = "mesh.trigger_event_id"
@@ -97,7 +103,13 @@ def train(
         pipeline = json.loads(manifest.pipeline_path.read_text())
     target = manifest.target
 
-    with tracer.start_as_current_span("training.fit", attributes={"mesh.rows": train_frame.height}):
+    # One native (OpenMP/BLAS) thread, in this worker thread where the fit runs: OpenMP threads spin while
+    # they wait, and two training replicas each fitting a HistGradientBoosting on 2 threads beside the
+    # other services of a 2-core machine held each other up for minutes (test_training_replicas: a
+    # 600-row fit took over 100 s; py-spy showed both in TreeGrower.split_next). The mesh scales training
+    # by replicas, as serving by workers.
+    fit_span = tracer.start_as_current_span("training.fit", attributes={"mesh.rows": train_frame.height})
+    with fit_span, limit_native_threads():
         model = fit_servable(config, train_frame, target, pipeline)
         require_reviewed(model, config.estimator, config.task)
     with tracer.start_as_current_span("training.evaluate") as span:
