@@ -101,6 +101,16 @@ class ModelRejected(Payload):
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
+class ModelSwapFailed(Payload):
+    model_name: str
+    version: str = Field(description="the version the champion alias names, which could not be loaded")
+    serving_version: str | None = Field(
+        description="the version the worker keeps answering with; null while none is in memory"
+    )
+    worker: str = Field(description="the serving worker process that tried")
+    error: str
+
+
 class PredictionMade(Payload):
     request_id: str
     model_name: str
@@ -160,6 +170,7 @@ RETRAIN_REQUESTED: Final = Stream("retrain.requested", RetrainRequested)
 MODEL_TRAINED: Final = Stream("model.trained", ModelTrained)
 MODEL_PROMOTED: Final = Stream("model.promoted", ModelPromoted)
 MODEL_REJECTED: Final = Stream("model.rejected", ModelRejected)
+MODEL_SWAP_FAILED: Final = Stream("model.swap_failed", ModelSwapFailed)
 PREDICTIONS: Final = Stream("predictions", PredictionMade)
 LABELS: Final = Stream("labels", LabelObserved)
 DRIFT_DETECTED: Final = Stream("drift.detected", DriftDetected)
@@ -173,6 +184,7 @@ ALL_STREAMS: Final[tuple[Stream[Any], ...]] = (
     MODEL_TRAINED,
     MODEL_PROMOTED,
     MODEL_REJECTED,
+    MODEL_SWAP_FAILED,
     PREDICTIONS,
     LABELS,
     DRIFT_DETECTED,

@@ -5,6 +5,8 @@ content-addressed Parquet snapshot. Plain functions over a snapshot store; no br
 from __future__ import annotations
 
 import asyncio
+import codecs
+import csv
 import hashlib
 import io
 import json
@@ -41,6 +43,16 @@ SUFFIXES: dict[str, BatchFormat] = {
     ".ndjson": "jsonl",
 }
 EXAMPLES_SHOWN = 3
+INT64_BOUND = 2.0**63
+# Byte order marks of encodings other than UTF-8, longest first (UTF-32's begin with UTF-16's).
+UTF_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+# The column of a failure of the batch as a whole (not readable, no rows), rather than of one column.
+WHOLE_BATCH = "*"
 
 
 class UnsupportedFormat(ValueError):
@@ -62,6 +74,12 @@ class BatchRejected(Exception):
     def summary(self) -> str:
         return "; ".join(f"{f.column} [{f.rule}]: {f.detail}" for f in self.failures)
 
+    @property
+    def field(self) -> str:
+        """What a refusal names: the first failing column, or ``body`` when the batch as a whole failed."""
+        column = self.failures[0].column
+        return "body" if column == WHOLE_BATCH else column
+
 
 def batch_format(content_type: str | None = None, filename: str | None = None) -> BatchFormat:
     """The batch format named by a content type (parameters ignored) or, failing that, a file suffix."""
@@ -81,8 +99,85 @@ def batch_format(content_type: str | None = None, filename: str | None = None) -
     )
 
 
+def _whole_batch(dataset: str, rule: str, detail: str) -> BatchRejected:
+    return BatchRejected(dataset, [ColumnFailure(column=WHOLE_BATCH, rule=rule, detail=detail)])
+
+
+def _utf8_text(data: bytes, fmt: BatchFormat, dataset: str) -> str:
+    """CSV and JSON lines are UTF-8 text: any other encoding is refused, saying where it shows, rather
+    than read as garbled column names (UTF-16) or failing deep in the parser (Latin-1)."""
+    for bom, encoding in UTF_BOMS:
+        if data.startswith(bom):
+            detail = f"the batch is {encoding} (it starts with its byte order mark); send it as UTF-8"
+            raise _whole_batch(dataset, "encoding", detail)
+    if (nul := data.find(b"\x00")) >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise _whole_batch(
+            dataset,
+            "encoding",
+            f"a NUL byte on line {line}: not {fmt} text (UTF-16, or a binary file?); send it as UTF-8",
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise _whole_batch(
+            dataset,
+            "encoding",
+            f"byte {data[exc.start]:#04x} on line {line} is not UTF-8 (Latin-1 or another encoding?); "
+            "send it as UTF-8",
+        ) from None
+
+
+def _require_whole_records(text: str, dataset: str) -> None:
+    """Every CSV record has as many fields as the header: a short one is a file cut mid-row (which polars
+    would pad with empty values and let through), a long one a stray separator."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    uneven: list[str] = []
+    count = 0
+    try:
+        header = next(reader, [])
+        for record in reader:
+            if record and len(record) != len(header):
+                count += 1
+                if len(uneven) < EXAMPLES_SHOWN:
+                    uneven.append(f"line {reader.line_num}: {len(record)}")
+    except csv.Error as exc:  # a field past the csv module's size limit, a quote left open
+        raise _whole_batch(dataset, "format", f"not valid csv: line {reader.line_num}: {exc}") from None
+    if count:
+        raise _whole_batch(
+            dataset,
+            "fields",
+            f"{count} row(s) do not have the header's {len(header)} fields (e.g. {'; '.join(uneven)}): "
+            "a truncated or malformed file?",
+        )
+
+
+def _first_bad_json_line(data: bytes) -> str | None:
+    """Where a JSON lines batch polars refused goes wrong, by line (read again only once refused)."""
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            return f"line {number} is not JSON ({exc}): a truncated or malformed file?"
+        if not isinstance(value, dict):
+            return f"line {number} is not a JSON object"
+    return None
+
+
 def read_batch(data: bytes, fmt: BatchFormat, dataset: str) -> pl.DataFrame:
-    """Parse raw bytes; CSV is read as text so type errors can be reported value by value later."""
+    """Parse raw bytes; CSV is read as text so type errors can be reported value by value later.
+
+    What cannot be read is refused as a whole, saying why: an empty batch, text that is not UTF-8, CSV rows
+    cut short, a file polars cannot parse (a truncated Parquet file, a JSON line cut mid-way)."""
+    if not data.strip():
+        raise _whole_batch(dataset, "empty", f"the batch is empty ({len(data)} bytes)")
+    if fmt in ("csv", "jsonl"):
+        text = _utf8_text(data, fmt, dataset)
+        if fmt == "csv":
+            _require_whole_records(text, dataset)
     try:
         if fmt == "csv":
             return pl.read_csv(io.BytesIO(data), infer_schema=False)
@@ -90,9 +185,8 @@ def read_batch(data: bytes, fmt: BatchFormat, dataset: str) -> pl.DataFrame:
             return pl.read_parquet(io.BytesIO(data))
         return pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
     except Exception as exc:  # polars raises several error types for malformed input
-        raise BatchRejected(
-            dataset, [ColumnFailure(column="*", rule="format", detail=f"not valid {fmt}: {exc}")]
-        ) from exc
+        where = _first_bad_json_line(data) if fmt == "jsonl" else None
+        raise _whole_batch(dataset, "format", where or f"not valid {fmt}: {exc}") from exc
 
 
 def _examples(values: pl.Series) -> str:
@@ -121,14 +215,18 @@ def _cast(series: pl.Series, col: ColumnSpec) -> pl.Series:
         if series.dtype == pl.String:
             series = series.str.strip_chars()
         as_float = series.cast(pl.Float64, strict=False)
-        # 3.0 is an int; 3.5 is not (it would silently truncate).
-        integral = as_float.is_not_null() & (as_float == as_float.floor())
+        # 3.0 is an int; 3.5 is not (it would silently truncate), nor is what no 64-bit int holds.
+        integral = (
+            as_float.is_finite() & (as_float == as_float.floor()) & (as_float.abs() < INT64_BOUND)
+        ).fill_null(False)
         return pl.select(pl.when(integral).then(as_float).otherwise(None).cast(pl.Int64).alias(col.name))[
             col.name
         ]
     if series.dtype == pl.String:
         series = series.str.strip_chars()
-    return series.cast(pl.Float64, strict=False)
+    as_float = series.cast(pl.Float64, strict=False)
+    # NaN and infinity ("nan", "inf" in a CSV) are no measurement: models cannot be fitted on them.
+    return as_float.set(~as_float.is_finite().fill_null(True), None)
 
 
 def validate_batch(frame: pl.DataFrame, schema: DatasetSchema) -> tuple[pl.DataFrame, list[ColumnFailure]]:
@@ -139,7 +237,7 @@ def validate_batch(frame: pl.DataFrame, schema: DatasetSchema) -> tuple[pl.DataF
     failures: list[ColumnFailure] = []
     rows = frame.height
     if rows == 0:
-        failures.append(ColumnFailure(column="*", rule="rows", detail="the batch has no rows"))
+        failures.append(ColumnFailure(column=WHOLE_BATCH, rule="rows", detail="the batch has no rows"))
     if not schema.allow_extra_columns:
         for extra in sorted(set(frame.columns) - set(schema.column_names)):
             failures.append(
@@ -162,14 +260,19 @@ def validate_batch(frame: pl.DataFrame, schema: DatasetSchema) -> tuple[pl.DataF
         if raw.dtype == pl.String:
             # Empty CSV cells are missing values, not empty strings.
             raw = raw.replace("", None)
-        cast = _cast(raw, col)
+        try:
+            cast = _cast(raw, col)
+            found = ""
+        except pl.exceptions.PolarsError:
+            # A type with no reading as the declared one (lists, objects, bytes): every value fails.
+            cast = pl.Series(col.name, [None] * rows, dtype=schema.polars_schema[col.name])
+            found = f"they are {raw.dtype}"
         type_errors = raw.is_not_null() & cast.is_null()
         if (bad := int(type_errors.sum())) > 0:
+            found = found or f"e.g. {_examples(raw.filter(type_errors))}"
             failures.append(
                 ColumnFailure(
-                    column=col.name,
-                    rule="type",
-                    detail=f"{bad} value(s) are not {col.dtype} (e.g. {_examples(raw.filter(type_errors))})",
+                    column=col.name, rule="type", detail=f"{bad} value(s) are not {col.dtype} ({found})"
                 )
             )
 
@@ -301,8 +404,21 @@ async def ingest_batch(
 
 
 def local_path(uri: str) -> Path:
-    """A filesystem path from a plain path or a ``file://`` URI; other schemes are not reachable here."""
+    """A filesystem path from a plain path or a ``file://`` URI; other schemes and hosts are not reachable."""
     parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path) if parsed.scheme else uri)
-    raise ValueError(f"uri: scheme {parsed.scheme!r} is not supported (use a path or file:// URI)")
+    if parsed.scheme not in ("", "file"):
+        raise ValueError(f"uri: scheme {parsed.scheme!r} is not supported (use a path or file:// URI)")
+    if parsed.netloc not in ("", "localhost"):
+        raise ValueError(f"uri: {uri} names host {parsed.netloc!r}; only local files are read")
+    return Path(unquote(parsed.path) if parsed.scheme else uri)
+
+
+def source_file(uri: str, data_root: Path) -> Path:
+    """The file an ``ingest.requested`` names (a relative path is taken from the data root), which must lie
+    under the data root once resolved: no event may have ingest read, and store, whatever else the
+    service's user can read (through ``../``, an absolute path or a symlink out)."""
+    root = data_root.resolve()
+    path = (root / local_path(uri)).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"uri: {uri} is outside the data root {root}; only files under it are ingested")
+    return path

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from services.ingest.batches import BatchRejected, UnsupportedFormat, batch_format, ingest_batch, local_path
+import asyncio
+from pathlib import Path
+
+from services.ingest.batches import BatchRejected, UnsupportedFormat, batch_format, ingest_batch, source_file
 from services.ingest.deps import IngestDeps
 from shared.bus import PermanentError
 from shared.events import Envelope, IngestRequested
 from shared.ml.datasets import UnknownDataset, load_schema
 from shared.ml.declaration import require_valid_dataset
+
+
+def read_at_most(path: Path, limit: int) -> bytes | None:
+    """The file's bytes, or None past ``limit`` (read up to one byte more, however large it has grown)."""
+    if not path.is_file():  # missing, or a directory, a FIFO a read would wait on forever
+        raise PermanentError(f"uri: {path} is not a readable file")
+    try:
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
+    except OSError as exc:  # not ours to read, or gone since
+        raise PermanentError(f"uri: {path} is not a readable file ({exc.strerror})") from None
+    return None if len(data) > limit else data
 
 
 async def on_ingest_requested(deps: IngestDeps, event: Envelope[IngestRequested]) -> None:
@@ -17,23 +32,26 @@ async def on_ingest_requested(deps: IngestDeps, event: Envelope[IngestRequested]
     try:
         schema = load_schema(deps.settings.config_dir, request.dataset)
         require_valid_dataset(deps.settings.config_dir, request.dataset)
-        path = local_path(request.uri)
-        fmt = batch_format(request.content_type, path.name)
-        if not path.is_file():
-            raise PermanentError(f"uri: {request.uri} is not a readable file")
-        if path.stat().st_size > limit:
+        path = source_file(request.uri, deps.settings.effective_data_root)
+        data = await asyncio.to_thread(read_at_most, path, limit)
+        if data is None:
             raise PermanentError(f"uri: {request.uri} is larger than {limit} bytes")
+        fmt = batch_format(request.content_type, path.name)
         outcome = await ingest_batch(
             deps.store,
             schema,
-            path.read_bytes(),
+            data,
             fmt,
             source=request.uri,
             announce=deps.announce,
             cause=event,
             trigger_training=request.trigger_training,
         )
-    except (UnknownDataset, UnsupportedFormat, ValueError) as exc:
+    except UnknownDataset as exc:
+        raise PermanentError(f"dataset: {exc}") from exc
+    except UnsupportedFormat as exc:
+        raise PermanentError(f"content_type: {exc}") from exc
+    except ValueError as exc:
         raise PermanentError(str(exc)) from exc
     except BatchRejected as exc:
         raise PermanentError(f"batch rejected: {exc.summary()}") from exc

@@ -21,15 +21,23 @@ from services.ingest.schemas import (
 )
 from services.ingest.uploads import BodyTooLarge, read_limited
 from shared.ml.config_files import InvalidConfig
-from shared.ml.datasets import UnknownDataset, load_schema
+from shared.ml.datasets import DATASET_NAME, UnknownDataset, load_schema
 from shared.ml.declaration import require_valid_dataset
+from shared.runtime.auth import API_TOKEN_REFUSED, api_token_required
 from shared.runtime.service import ErrorBody, provide
 
 router = APIRouter(tags=["datasets"])
 
 Deps = Annotated[IngestDeps, Depends(provide(IngestDeps))]
+# The pattern is shown, not enforced by FastAPI: a name that cannot be declared is refused as every
+# undeclared one is (404 naming `name`), by the dataset lookup itself.
 DatasetName = Annotated[
-    str, Path(description="a dataset declared in `deploy/config/datasets/<name>.yaml`", examples=["demo"])
+    str,
+    Path(
+        description="a dataset declared in `deploy/config/datasets/<name>.yaml`",
+        examples=["demo"],
+        json_schema_extra={"pattern": DATASET_NAME.pattern},
+    ),
 ]
 UNKNOWN_DATASET: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "no such dataset is declared (`field`: `name`)"}
@@ -48,15 +56,18 @@ def _field_error(message: str, field: str, status_code: int) -> JSONResponse:
     responses={
         200: {"model": BatchStored, "description": "the same rows are stored already (`duplicate`: true)"},
         **UNKNOWN_DATASET,
+        **API_TOKEN_REFUSED,
         413: {"model": ErrorBody, "description": "larger than `MESH_MAX_UPLOAD_BYTES` (`field`: `body`)"},
         415: {"model": ErrorBody, "description": "an unsupported `Content-Type` (`field`: `content-type`)"},
         422: {
             "model": BatchRejectedBody | DatasetMisdeclaredBody,
-            "description": "rows failing the schema, every column and rule named; or a dataset whose "
-            "declaration does not fit together, every problem named. Nothing is stored.",
+            "description": "rows failing the schema, every column and rule named (`field`: the first "
+            "failing column, or `body` for a batch that cannot be read: empty, not UTF-8, cut short); or a "
+            "dataset whose declaration does not fit together, every problem named. Nothing is stored.",
         },
     },
     openapi_extra=UPLOAD_BODY,
+    dependencies=[Depends(api_token_required)],
 )
 async def upload_batch(name: DatasetName, request: Request, response: Response, deps: Deps) -> Any:
     """Validate a batch against the dataset's schema and store it as a snapshot, announced on
@@ -85,9 +96,10 @@ async def upload_batch(name: DatasetName, request: Request, response: Response, 
         except BatchRejected as exc:
             failures = [f.model_dump() for f in exc.failures]
             deps.log.info("batch rejected", dataset=name, failures=failures)
-            return JSONResponse(
-                {"error": "batch rejected", "dataset": name, "failures": failures}, status_code=422
+            body = BatchRejectedBody(
+                error=f"batch rejected: {exc.summary()}", field=exc.field, dataset=name, failures=exc.failures
             )
+            return JSONResponse(body.model_dump(), status_code=422)
     deps.log.info("batch ingested", **outcome.log_fields())
     response.status_code = 200 if outcome.duplicate else 201
     return {"duplicate": outcome.duplicate, **outcome.manifest.model_dump()}

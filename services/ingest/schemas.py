@@ -11,9 +11,10 @@ from services.ingest.batches import CONTENT_TYPES, ColumnFailure
 from shared.ml.snapshots import SnapshotManifest
 
 DESCRIPTION = """\
-Batches of a declared dataset come in over HTTP (or as `ingest.requested` events), are validated against
-the dataset's schema (`deploy/config/datasets/<name>.yaml`) and stored as immutable, content-addressed
-Parquet snapshots; each new snapshot is announced on `data.ingested`.
+Batches of a declared dataset come in over HTTP (or as `ingest.requested` events naming a file under the
+data root), are validated against the dataset's schema (`deploy/config/datasets/<name>.yaml`) and stored
+as immutable, content-addressed Parquet snapshots; each new snapshot is announced on `data.ingested`. CSV
+and JSON lines are UTF-8 text; a batch that is empty, in another encoding or cut short is refused whole.
 
 Refusals are `{"error": ..., "field": ...}`, naming what to fix.
 """
@@ -44,7 +45,11 @@ class SnapshotList(BaseModel):
 class BatchRejectedBody(BaseModel):
     """The rows failed the dataset's schema: every failing column and rule; nothing was stored."""
 
-    error: str = Field(examples=["batch rejected"])
+    error: str = Field(examples=["batch rejected: age [type]: 1 value(s) are not int (e.g. 'abc')"])
+    field: str = Field(
+        description="the first failing column, or `body` when the batch as a whole is not readable",
+        examples=["age"],
+    )
     dataset: str
     failures: list[ColumnFailure]
 

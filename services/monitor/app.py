@@ -14,7 +14,7 @@ from services.monitor.models import MonitoredModels
 from services.monitor.references import References
 from services.monitor.schemas import DESCRIPTION
 from services.monitor.state import MonitorStore
-from services.monitor.ticker import WindowTicker
+from services.monitor.ticker import window_ticker
 from shared import events
 from shared.runtime.mlflow_client import mlflow_client
 from shared.runtime.service import ServiceRuntime
@@ -34,7 +34,9 @@ def create_app(settings: MeshSettings | None = None) -> FastAPI:
     runtime.consume_batch(events.LABELS, consumers.on_labels, deps)
     runtime.consume(events.DATA_INGESTED, consumers.on_data_ingested, deps)
     runtime.consume(events.MODEL_PROMOTED, consumers.on_promoted, deps)
-    ticker = WindowTicker(deps)
+    # Batched: a flood of bad events letters thousands, of which only a refused feedback batch matters here.
+    runtime.consume_batch(events.DEADLETTER, consumers.on_dead_letters, deps)
+    ticker = window_ticker(deps)
     runtime.on_startup(ticker.start)
     runtime.on_shutdown(ticker.stop)
     runtime.require_http("mlflow", f"{settings.effective_mlflow_uri}/health")

@@ -1,5 +1,5 @@
 """The monitor's consumers: predictions and labels into the state of their models' windows, the
-feedback snapshot's arrival, and every promotion (its model's policy starts over)."""
+feedback snapshot's arrival or refusal, and every promotion (its model's policy starts over)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from services.monitor.evaluation import (
     judge_labels,
     new_champion,
     retrain_on_feedback_stored,
+    retrain_without_refused_feedback,
 )
-from shared.events import DataIngested, Envelope, LabelObserved, ModelPromoted, PredictionMade
+from shared.events import DataIngested, DeadLetter, Envelope, LabelObserved, ModelPromoted, PredictionMade
 
 
 async def on_predictions(deps: MonitorDeps, envelopes: list[Envelope[PredictionMade]]) -> None:
@@ -51,6 +52,11 @@ async def on_labels(deps: MonitorDeps, envelopes: list[Envelope[LabelObserved]])
 
 async def on_data_ingested(deps: MonitorDeps, event: Envelope[DataIngested]) -> None:
     await retrain_on_feedback_stored(deps, event)
+
+
+async def on_dead_letters(deps: MonitorDeps, letters: list[Envelope[DeadLetter]]) -> None:
+    for letter in letters:
+        await retrain_without_refused_feedback(deps, letter)
 
 
 async def on_promoted(deps: MonitorDeps, event: Envelope[ModelPromoted]) -> None:

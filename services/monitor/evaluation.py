@@ -42,6 +42,7 @@ from services.monitor.windows import (
 from shared import events
 from shared.events import (
     DataIngested,
+    DeadLetter,
     DriftDetected,
     Envelope,
     IngestRequested,
@@ -273,14 +274,36 @@ async def new_champion(deps: MonitorDeps, model: MonitoredModel) -> None:
 
 async def retrain_on_feedback_stored(deps: MonitorDeps, event: Envelope[DataIngested]) -> None:
     """Ask for the retrain that waited for the snapshot ``event`` announces, if the monitor asked for it."""
-    if event.causation_id is None:
-        return
-    pending = await deps.store.redis.hget(PENDING_KEY, event.causation_id)
+    if event.causation_id is not None:
+        await _release_retrain(deps, event.causation_id, event, refused=None)
+
+
+async def retrain_without_refused_feedback(deps: MonitorDeps, letter: Envelope[DeadLetter]) -> None:
+    """A feedback batch ingest gave up on (its request dead-lettered: rows failing the dataset's schema, a
+    file gone) would leave its retrain waiting for ever. The drift still calls for it: it goes ahead on
+    the data already stored, its reason and evidence saying why the feedback is not in it."""
+    if letter.payload.stream == events.INGEST_REQUESTED and letter.causation_id is not None:
+        await _release_retrain(deps, letter.causation_id, letter, refused=letter.payload.error)
+
+
+async def _release_retrain(
+    deps: MonitorDeps, request_id: str, cause: Envelope[Any], *, refused: str | None
+) -> None:
+    pending = await deps.store.redis.hget(PENDING_KEY, request_id)
     if pending is None:
-        return  # not a snapshot the monitor asked for
+        return  # not a feedback batch the monitor asked for, or released already
     retrain = RetrainRequested.model_validate_json(pending)
+    if refused is not None:
+        retrain = retrain.model_copy(
+            update={
+                "reason": f"{retrain.reason}; without its feedback batch, which ingest refused",
+                "evidence": {**retrain.evidence, "feedback_refused": refused},
+            }
+        )
     # Emitted before it is forgotten: after a crash in between, the redelivered event emits it again with
     # the same derived event id, and the consumers' done-markers drop the copy.
-    await deps.bus.emit(events.RETRAIN_REQUESTED, retrain, cause=event)
-    await deps.store.redis.hdel(PENDING_KEY, event.causation_id)
-    deps.log.info("retrain requested", dataset=retrain.dataset, reason=retrain.reason)
+    await deps.bus.emit(events.RETRAIN_REQUESTED, retrain, cause=cause)
+    await deps.store.redis.hdel(PENDING_KEY, request_id)
+    deps.log.info(
+        "retrain requested", dataset=retrain.dataset, reason=retrain.reason, feedback_refused=refused
+    )

@@ -19,6 +19,7 @@ from services.monitor.schemas import DriftOverview, LabelsAccepted, LabelsReques
 from services.monitor.windows import WindowResult, finite
 from shared import events
 from shared.events import LabelObserved, new_event, utcnow
+from shared.runtime.auth import API_TOKEN_REFUSED, api_token_required
 from shared.runtime.service import ErrorBody, JsonBody, provide
 
 router = APIRouter()
@@ -92,6 +93,8 @@ async def drift_report(model: ModelName, deps: Deps) -> Response:
     summary="Ground truth of served predictions",
     status_code=202,
     response_model=LabelsAccepted,
+    responses=API_TOKEN_REFUSED,
+    dependencies=[Depends(api_token_required)],
 )
 async def receive_labels(
     deps: Deps, body: Annotated[LabelsRequest, Depends(JsonBody(LabelsRequest))]

@@ -89,6 +89,17 @@ Scalar = Annotated[
 ]
 
 
+def _timestamp_text(value: Any) -> Any:
+    # pydantic would also take a number as seconds (or milliseconds, by its size) since the epoch: a guess
+    # the contract does not make. A date-time is ISO 8601 text, as the OpenAPI says.
+    if value is not None and not isinstance(value, str):
+        raise PydanticCustomError("datetime_type", "an ISO 8601 date-time string is required")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp_text)]
+
+
 class Label(BaseModel):
     """The ground truth of one served prediction."""
 
@@ -96,7 +107,7 @@ class Label(BaseModel):
 
     request_id: str = Field(description="the `request_id` serving answered the prediction with")
     label: Scalar = Field(description="the true label (or value) of the dataset's target")
-    observed_at: datetime | None = Field(default=None, description="when it was observed; default: now")
+    observed_at: Timestamp | None = Field(default=None, description="when it was observed; default: now")
 
 
 class LabelsRequest(BaseModel):

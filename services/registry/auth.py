@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Security
@@ -11,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from services.registry.deps import RegistryDeps
+from shared.runtime.auth import wrong_bearer
 from shared.runtime.service import Refusal, provide
 
 # How the OpenAPI says it; the checking is :func:`refusal`'s, which keeps its own answers (401 and 403).
@@ -32,12 +32,7 @@ def refusal(request: Request, token: str | None) -> JSONResponse | None:
             {"error": "commands are disabled: set MESH_REGISTRY_TOKEN", "field": "authorization"},
             status_code=403,
         )
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        return JSONResponse(
-            {"error": "missing or wrong bearer token", "field": "authorization"}, status_code=401
-        )
-    return None
+    return wrong_bearer(request.headers.get("authorization"), token)
 
 
 async def authorized(

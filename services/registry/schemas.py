@@ -40,12 +40,21 @@ class ModelAliases(BaseModel):
     previous: AliasInfo | None
 
 
+# MLflow keeps version numbers as 64-bit integers: a longer one made its server fail (500), and its client
+# retry for minutes, holding the model's lock, before the command could answer 404.
+MAX_VERSION_DIGITS = 18
+
+
 def _version_number(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise PydanticCustomError("version_number", 'a version number such as "2" is required')
     text = str(value)
-    if not (text.isascii() and text.isdigit()):
-        raise PydanticCustomError("version_number", 'a version number such as "2" is required')
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_VERSION_DIGITS):
+        raise PydanticCustomError(
+            "version_number",
+            'a version number such as "2" is required (at most {digits} digits)',
+            {"digits": MAX_VERSION_DIGITS},
+        )
     return text
 
 
@@ -54,7 +63,10 @@ VersionNumber = Annotated[
     BeforeValidator(_version_number),
     WithJsonSchema(
         {
-            "anyOf": [{"type": "string", "pattern": "^[0-9]+$"}, {"type": "integer", "minimum": 0}],
+            "anyOf": [
+                {"type": "string", "pattern": f"^[0-9]{{1,{MAX_VERSION_DIGITS}}}$"},
+                {"type": "integer", "minimum": 0, "maximum": 10**MAX_VERSION_DIGITS - 1},
+            ],
             "description": "the model version to make champion: its number, as a string or an integer",
             "examples": ["2"],
         }

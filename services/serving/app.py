@@ -6,7 +6,8 @@ A request names its model (``{"model": ..., "features": ...}``; optional while e
 Each worker process loads the ``champion`` alias of every declared model at start (up to
 ``MESH_SERVING_MAX_LOADED_MODELS``, the rest on demand), listens to ``model.promoted`` (a broadcast: every
 worker must swap), and reconciles every ``MESH_SERVING_RECONCILE_S`` in case an event was missed or a
-model was declared meanwhile.
+model was declared meanwhile. A champion that cannot be loaded leaves the old version serving and is
+announced on ``model.swap_failed``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import Any
+from typing import Any, cast
 
 import bentoml
 from starlette.applications import Starlette
@@ -24,10 +25,12 @@ from services.serving.answers import Prediction, Predictions
 from services.serving.catalog import ModelCatalog
 from services.serving.deps import ServingDeps
 from services.serving.predictions import predict_many, predict_one, traced
+from services.serving.refusals import NamedRefusals, is_prediction_path
 from services.serving.sampler import PredictionSampler
 from shared import events
 from shared.bus import MeshBus
 from shared.ml.modeling import limit_native_threads
+from shared.runtime.auth import ApiTokenGuard
 from shared.runtime.logging import configure_logging, get_logger
 from shared.runtime.mlflow_client import mlflow_client
 from shared.runtime.settings import MeshSettings
@@ -57,6 +60,7 @@ class MeshServing:
             sampler=PredictionSampler(bus, settings.serving_sample_rate),
         )
         bus.listen(events.MODEL_PROMOTED, functools.partial(consumers.on_model_promoted, self.deps))
+        models.on_swap_failed = functools.partial(consumers.announce_swap_failure, self.deps)
         self._follower: asyncio.Task[None] | None = None
 
     @bentoml.on_startup
@@ -67,6 +71,12 @@ class MeshServing:
         await self.deps.sampler.start()
         follow = self.deps.models.follow(self.deps.settings.serving_reconcile_s)
         self._follower = asyncio.create_task(follow, name="champion-reconciler")
+        # BentoML's worker accepts connections once this hook returns. Returning after the champions are
+        # loaded keeps a restarted worker's first requests waiting in the socket's backlog (the arbiter
+        # holds it through the restart) instead of being refused 503 while the models load; bounded, as
+        # MLflow may be down.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.deps.models.settled.wait(), self.deps.settings.startup_timeout_s)
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
@@ -95,3 +105,12 @@ class MeshServing:
         """Many records for the named model in one call, scored in one vectorised model call."""
         respond = functools.partial(predict_many, self.deps, model, records)
         return await traced(self.deps.tracer, "/predict_batch", respond)  # type: ignore[return-value]
+
+
+# The decorators made the class a BentoML service: its APIs' own refusals (a body that does not fit their
+# arguments) are put in the mesh's shape, naming the field, by a middleware around them.
+SERVICE = cast("bentoml.Service[MeshServing]", MeshServing)
+SERVICE.add_asgi_middleware(NamedRefusals, paths=frozenset(api.route for api in SERVICE.apis.values()))
+# Predictions need MESH_API_TOKEN's bearer when it is set (read as BentoML reads the worker count: when the
+# service is defined); the models' metadata, probes and documents stay open.
+SERVICE.add_asgi_middleware(ApiTokenGuard, token=MeshSettings().api_token, guarded=is_prediction_path)

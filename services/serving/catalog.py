@@ -5,20 +5,24 @@ The declared models are re-read from ``<config_dir>/models/`` on every reconcile
 model not known yet and on a request naming one (at most once a second), so a model declared or first
 promoted while the server runs is served without a restart. Past the bound the least recently used model
 unloads; a request for a model not in memory starts its load in the background and is told to retry.
+A champion that cannot be loaded is reported once per run of failed loads (``on_swap_failed``) and shown by
+``status``; the model keeps answering with the version it had.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 from opentelemetry.trace import Tracer
 
-from services.serving.holder import LoadedModel, ModelHolder, version_provenance
+from services.serving.holder import LoadedModel, ModelHolder, SwapFailure, version_provenance
 from services.serving.metrics import MODEL_EVICTIONS
+from shared.events import Envelope
 from shared.ml.config_files import ConfigProblem
 from shared.ml.modeling import ModelConfig, valid_model_configs
 from shared.runtime.logging import get_logger
@@ -27,6 +31,9 @@ log = get_logger("mesh.serving")
 
 FIRST_RETRY_S = 0.5  # the first reconcile retries fast: at start, MLflow is often still coming up
 REDISCOVER_EVERY_S = 1.0  # requests naming unknown models re-read the declared models at most this often
+
+# Told of a champion that could not be loaded, with the promotion that asked for it (None: a reconcile).
+SwapFailureHandler = Callable[[ModelHolder, SwapFailure, Envelope[Any] | None], Awaitable[None]]
 
 
 class ModelLookupError(LookupError):
@@ -71,6 +78,8 @@ class ModelCatalog:
         self._admission = asyncio.Semaphore(1)
         self._tasks: set[asyncio.Task[None]] = set()  # every background sync, for stop()
         self._rediscovered_at = time.monotonic()
+        self.on_swap_failed: SwapFailureHandler | None = None
+        self.settled = asyncio.Event()  # the first reconcile is done: the champions are loaded, or tried
         self.declare(*valid_model_configs(config_dir))
 
     # --- what is declared and served -----------------------------------------------------------------
@@ -174,15 +183,16 @@ class ModelCatalog:
 
     # --- following the registry ----------------------------------------------------------------------
 
-    async def on_promoted(self, name: str) -> None:
-        """A promotion of ``name``: its holder syncs in the background, beside any other model's swap."""
+    async def on_promoted(self, name: str, cause: Envelope[Any] | None = None) -> None:
+        """A promotion of ``name`` (announced by ``cause``): its holder syncs in the background, beside
+        any other model's swap."""
         if name not in self.holders:
             await self.rediscover()
         holder = self.holders.get(name)
         if holder is None:
             log.info("promotion of a model not declared here: not served", model=name)
             return
-        self._spawn(holder, load=self._room_for(holder))
+        self._spawn(holder, load=self._room_for(holder), cause=cause)
 
     async def reconcile(self) -> bool:
         """Re-read the declared models and bring each to its champion: a loaded one swaps if the alias
@@ -199,10 +209,12 @@ class ModelCatalog:
 
     async def follow(self, every_s: float) -> None:
         """Reconcile now (retrying fast while MLflow is not answering), then every ``every_s`` in case a
-        promotion event was missed. Runs until cancelled."""
+        promotion event was missed. Runs until cancelled; ``settled`` is set after the first reconcile."""
         delay = FIRST_RETRY_S
         while True:
-            delay = every_s if await self.reconcile() else min(delay * 2, every_s)
+            checked = await self.reconcile()
+            self.settled.set()
+            delay = every_s if checked else min(delay * 2, every_s)
             await asyncio.sleep(delay)
 
     async def stop(self) -> None:
@@ -216,20 +228,32 @@ class ModelCatalog:
         """Whether a sync may load ``holder``: it is in memory already, or the bound has room."""
         return holder.current is not None or len(self.loaded) < self.max_loaded
 
-    async def _sync(self, holder: ModelHolder, *, load: bool) -> None:
+    async def _sync(self, holder: ModelHolder, *, load: bool, cause: Envelope[Any] | None = None) -> None:
+        before = holder.failed
         if await holder.sync_to_champion(self.client, load=load):
             self._evict_beyond_bound(keep=holder)
+        failed = holder.failed
+        # Reported once per run of failures: the reconcile retries a broken champion every round.
+        if failed is not None and failed is not before and failed.attempts == 1 and self.on_swap_failed:
+            await self.on_swap_failed(holder, failed, cause)
 
-    def _spawn(self, holder: ModelHolder, *, load: bool, admitted: bool = False) -> asyncio.Task[None]:
+    def _spawn(
+        self,
+        holder: ModelHolder,
+        *,
+        load: bool,
+        admitted: bool = False,
+        cause: Envelope[Any] | None = None,
+    ) -> asyncio.Task[None]:
         """``holder`` synced in a background task; ``admitted``: one such load at a time (see _admission)."""
 
         async def sync() -> None:
             try:
                 if admitted:
                     async with self._admission:
-                        await self._sync(holder, load=load)
+                        await self._sync(holder, load=load, cause=cause)
                 else:
-                    await self._sync(holder, load=load)
+                    await self._sync(holder, load=load, cause=cause)
             except Exception as exc:
                 log.warning("champion sync failed", model=holder.name, error=str(exc))
 
@@ -260,4 +284,5 @@ class ModelCatalog:
             "champion_version": str(holder.champion.version) if holder.champion is not None else None,
             "loaded": loaded is not None,
             "provenance": provenance,
+            "swap_failed": holder.failed.describe() if holder.failed is not None else None,
         }

@@ -3,8 +3,10 @@
 BentoML offers no supported in-server model swap (its maintainers point to rolling restarts), so the
 swap is ours: a new version is downloaded, deserialised and warmed up *beside* the serving one, then a
 single reference is replaced. A request reads that reference once, so in-flight requests finish on the
-model they started with; a failed load leaves the old model serving. Each model has a holder of its own,
-with its own lock: one model's swap never waits for another's (see services.serving.catalog).
+model they started with; a failed load (the artifact missing or corrupt, MLflow down) leaves the old model
+serving and is remembered (``ModelHolder.failed``) until the alias moves on or a load succeeds. Each model
+has a holder of its own, with its own lock: one model's swap never waits for another's (see
+services.serving.catalog).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import mlflow
@@ -163,6 +166,25 @@ def load_version(client: MlflowClient, config: ModelConfig, version: str) -> Loa
     return loaded
 
 
+@dataclass(frozen=True)
+class SwapFailure:
+    """The champion a holder could not load: which version, why, when last, and how many loads in a row
+    failed (the reconcile retries it: the artifact may be repaired, MLflow may come back)."""
+
+    version: str
+    error: str
+    at: datetime
+    attempts: int = 1
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "error": self.error,
+            "at": self.at.isoformat(),
+            "attempts": self.attempts,
+        }
+
+
 class ModelHolder:
     """One declared model: the champion the registry last named, and the one reference requests read
     (replaced whole, never mutated; None while no version of the model is in memory)."""
@@ -172,6 +194,7 @@ class ModelHolder:
         self.current: LoadedModel | None = None
         self.champion: ModelVersion | None = None  # as last read; None: no champion, or not read yet
         self.checked = False  # the alias has been read at least once
+        self.failed: SwapFailure | None = None  # the champion's last load, while it keeps failing
         self.last_used = 0.0  # time.monotonic() of the last request answered (or load): the LRU order
         self._lock = asyncio.Lock()
         self._tracer = tracer or trace.get_tracer("mesh.serving")
@@ -217,6 +240,8 @@ class ModelHolder:
         later load on demand."""
         async with self._lock:  # one load at a time: a burst of promotions must not load in parallel
             version = await self.read_champion(client)
+            if self.failed is not None and (version is None or self.failed.version != str(version.version)):
+                self.failed = None  # the alias moved on: a failure of the version it names now is a new one
             if version is None:
                 return False
             if self.current is not None and self.current.version == str(version.version):
@@ -236,11 +261,18 @@ class ModelHolder:
             except Exception as exc:
                 MODEL_LOADS.labels(self.name, "failed").inc()
                 span.record_exception(exc)
+                attempts = self.failed.attempts + 1 if self.failed is not None else 1
+                self.failed = SwapFailure(version, f"{type(exc).__name__}: {exc}", utcnow(), attempts)
                 log.exception(
-                    "model load failed; the current model keeps serving", model=self.name, version=version
+                    "model load failed; the current model keeps serving",
+                    model=self.name,
+                    version=version,
+                    serving=previous,
+                    attempts=attempts,
                 )
                 return False
             self.current = loaded  # the swap: one reference assignment
+            self.failed = None
         self.touch()
         MODEL_LOADS.labels(self.name, "loaded").inc()
         MODEL_SWAP_SECONDS.labels(self.name).observe(time.perf_counter() - started)

@@ -19,6 +19,9 @@ What FastStream 0.7 gives a stream consumer group, and what this package adds on
   the bus's clients wait that long plus ``REPLY_MARGIN_S`` for a reply (redis-py's default is 5 s).
 * Handlers are made idempotent per group by ``event_id`` (a done-marker with a TTL), and events
   emitted while handling one get ids derived from it, so a redelivered event re-emits the same ids.
+* Streams are not capped as they are written (``XADD MAXLEN`` deletes what a lagging group has not read):
+  a periodic pass trims them behind their slowest group, and removes dead consumers and stale errors
+  (``shared.bus.housekeeping``).
 
 Here: the wiring (which subscribers read what) and the lifecycle. What happens to each entry is in
 ``shared.bus.delivery``, publishing in ``shared.bus.publish``, how Redis is reached in
@@ -53,6 +56,7 @@ from shared.bus.delivery import (
     deliver_broadcast,
     plain_entries,
 )
+from shared.bus.housekeeping import Housekeeping
 from shared.bus.metrics import CONSUMER_LAG, CONSUMER_PENDING
 from shared.bus.publish import Publisher
 from shared.events import Envelope, P, Stream
@@ -91,10 +95,14 @@ class MeshBus:
             log_level=logging.DEBUG,
         )
         self._redis: aioredis.Redis | None = None
-        self.publisher = Publisher(self.broker, lambda: self.redis, settings.stream_maxlen)
+        self.publisher = Publisher(self.broker, lambda: self.redis)
         self.deliveries = Deliveries(settings, self.consumer_name, lambda: self.redis, self.publisher)
+        self.housekeeping = Housekeeping(
+            settings, self.consumer_name, lambda: self.redis, self._tended_streams
+        )
         self._consumers: list[Consumer] = []
         self._supervisor: asyncio.Task[None] | None = None
+        self._housekeeper: asyncio.Task[None] | None = None
         self.started = False
 
     @property
@@ -210,6 +218,7 @@ class MeshBus:
         await self.broker.start()
         if self._consumers:
             self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.service}-bus-supervisor")
+        self._housekeeper = asyncio.create_task(self._keep_house(), name=f"{self.service}-bus-housekeeping")
         self.started = True
         log.info(
             "bus started",
@@ -227,10 +236,11 @@ class MeshBus:
         limit = self.settings.bus_graceful_timeout_s + 10
         try:
             async with asyncio.timeout(limit):
-                if self._supervisor is not None:
-                    self._supervisor.cancel()
-                    await asyncio.gather(self._supervisor, return_exceptions=True)
-                    self._supervisor = None
+                background = [task for task in (self._supervisor, self._housekeeper) if task is not None]
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                self._supervisor = self._housekeeper = None
                 await self.broker.stop()
         except TimeoutError:
             log.error("bus stop timed out", after_s=limit, entries=sorted(in_flight))
@@ -300,6 +310,23 @@ class MeshBus:
                         )
                     except Exception as exc:  # Redis may still be down: try again next interval
                         log.warning("subscriber restart failed", stream=consumer.stream, error=str(exc))
+
+    def _tended_streams(self) -> set[str]:
+        """The streams this process keeps trimmed and clean: those it consumes and those it wrote to."""
+        return {c.stream for c in self._consumers} | self.publisher.streams
+
+    async def _keep_house(self) -> None:
+        """One housekeeping pass per ``bus_retention_interval_s`` (see shared.bus.housekeeping)."""
+        while True:
+            await asyncio.sleep(self.settings.bus_retention_interval_s)
+            if not self.started:
+                return  # stopping, the cancel lost in a Redis call (as in _supervise)
+            try:
+                await self.housekeeping.sweep()
+            except (OSError, aioredis.RedisError) as exc:  # Redis down: the next pass tries again
+                log.warning("housekeeping pass failed", error=str(exc))
+            except Exception:  # never let one bad pass end retention for good: streams would grow unbounded
+                log.exception("housekeeping pass failed")
 
     # ---- publishing (see shared.bus.publish) ----------------------------------------------------
 

@@ -255,10 +255,12 @@ class Deliveries:
         if await self.redis.exists(done_key):
             EVENTS_DUPLICATE.labels(stream, group).inc()
             await message.ack()
+            if attempts > 1:  # an earlier attempt of this entry may have left its error
+                await self.redis.hdel(errors_key(stream, group), message_id)
             return
 
         if attempts > self.settings.bus_max_attempts:
-            last_error = await self.redis.hget(_errors_key(stream, group), message_id)
+            last_error = await self.redis.hget(errors_key(stream, group), message_id)
             reason = as_text(last_error) if last_error else "consumer died while handling it"
             given_up = Refusal(message_id, raw, envelope, f"gave up: {reason}", attempts)
             await self._dead_letter(consumer, given_up)
@@ -285,7 +287,7 @@ class Deliveries:
                     await self._dead_letter(consumer, Refusal(message_id, raw, envelope, error, attempts))
                 else:
                     # Left pending on purpose: the reclaim sweep redelivers it after the idle time.
-                    await self.redis.hset(_errors_key(stream, group), message_id, error)
+                    await self.redis.hset(errors_key(stream, group), message_id, error)
                 return
 
         # The done-marker and the ack in one round trip, all or nothing: an entry acknowledged without
@@ -295,7 +297,7 @@ class Deliveries:
         done.set(done_key, b"1", ex=self.settings.idempotency_ttl_s)
         done.xack(stream, group, message_id)
         if attempts > 1:
-            done.hdel(_errors_key(stream, group), message_id)
+            done.hdel(errors_key(stream, group), message_id)
         await done.execute()
         EVENTS_HANDLED.labels(stream, group).inc()
 
@@ -348,7 +350,7 @@ class Deliveries:
         transaction = self.redis.pipeline(transaction=True)
         await self._publisher.stage(transaction, letters)
         transaction.xack(stream, group, *ids)
-        transaction.hdel(_errors_key(stream, group), *ids)
+        transaction.hdel(errors_key(stream, group), *ids)
         await transaction.execute()
         self._publisher.sent(letters)
         EVENTS_DEADLETTERED.labels(stream, group).inc(len(refusals))
@@ -367,6 +369,6 @@ def _entry_key(consumer: Consumer, message_id: str) -> str:
     return f"{consumer.stream}/{consumer.group}/{message_id}"
 
 
-def _errors_key(stream: str, group: str) -> str:
+def errors_key(stream: str, group: str) -> str:
     """The hash of a group's pending entries' last errors, for the dead letter of their final attempt."""
     return f"mesh:errors:{stream}:{group}"

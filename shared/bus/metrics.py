@@ -17,3 +17,18 @@ CONSUMER_LAG = Gauge("mesh_consumer_lag_messages", "Entries not yet read by the 
 CONSUMER_PENDING = Gauge(
     "mesh_consumer_pending_messages", "Entries read but not acknowledged by the group", ["stream", "group"]
 )
+STREAM_TRIMMED = Counter(
+    "mesh_stream_trimmed_entries_total",
+    "Entries trimmed from a stream: 'cap' (read and acknowledged by every group), 'hard_maxlen' (the valve)",
+    ["stream", "reason"],
+)
+STREAM_OVER_CAP = Gauge(
+    "mesh_stream_over_cap_entries",
+    "Entries kept over the stream's cap after a retention pass: unread or pending in its slowest group",
+    ["stream"],
+)
+DEAD_CONSUMERS_REMOVED = Counter(
+    "mesh_bus_dead_consumers_removed_total",
+    "Consumers idle too long, with nothing pending, removed",
+    ["stream", "group"],
+)

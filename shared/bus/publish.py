@@ -1,4 +1,9 @@
-"""Writing events onto streams: one at a time through FastStream, or many in one pipelined round trip."""
+"""Writing events onto streams: one at a time through FastStream, or many in one pipelined round trip.
+
+Nothing is trimmed here: ``XADD MAXLEN`` would delete entries a lagging group has not read or acknowledged.
+Streams are kept to their cap by ``shared.bus.housekeeping``, which trims only behind every group; the
+streams written here are what it tends (``streams``).
+"""
 
 from __future__ import annotations
 
@@ -16,10 +21,10 @@ from shared.events import Envelope, P, Stream, new_event
 class Publisher:
     """Publishes a bus's events: ``broker`` is its FastStream broker, ``redis`` gives its own client."""
 
-    def __init__(self, broker: RedisBroker, redis: Callable[[], aioredis.Redis], stream_maxlen: int) -> None:
+    def __init__(self, broker: RedisBroker, redis: Callable[[], aioredis.Redis]) -> None:
         self.broker = broker
         self._client = redis
-        self.stream_maxlen = stream_maxlen
+        self.streams: set[str] = set()  # every stream this process has published to
 
     async def emit(
         self,
@@ -42,12 +47,7 @@ class Publisher:
         """
         pipe = self._client().pipeline(transaction=False)
         for envelope in envelopes:
-            pipe.xadd(
-                envelope.type,
-                {"__data__": envelope.model_dump_json()},
-                maxlen=self.stream_maxlen,
-                approximate=True,
-            )
+            pipe.xadd(envelope.type, {"__data__": envelope.model_dump_json()})
         await pipe.execute()
         self.sent(envelopes)
 
@@ -64,13 +64,13 @@ class Publisher:
 
     def sent(self, envelopes: Sequence[Envelope[Any]]) -> None:
         for envelope in envelopes:
+            self.streams.add(envelope.type)
             EVENTS_PUBLISHED.labels(envelope.type).inc()
 
     async def _through_broker(self, envelope: Envelope[Any], pipeline: Pipeline | None) -> None:
         await self.broker.publish(
             envelope.model_dump_json().encode(),
             stream=envelope.type,
-            maxlen=self.stream_maxlen,
             correlation_id=envelope.correlation_id,
             headers={"event_id": envelope.event_id, "content-type": "application/json"},
             pipeline=pipeline,

@@ -70,3 +70,8 @@ class SnapshotStore:
     def commit(self, manifest: SnapshotManifest) -> None:
         path = self._dir(manifest.dataset) / f"{manifest.snapshot_id}.json"
         atomic_write(path, lambda tmp: tmp.write_text(manifest.model_dump_json(indent=2)))
+
+    def delete(self, dataset: str, snapshot_id: str) -> None:
+        """The manifest first: a listing never names a snapshot whose file is already gone."""
+        (self._dir(dataset) / f"{snapshot_id}.json").unlink(missing_ok=True)
+        self.parquet_path(dataset, snapshot_id).unlink(missing_ok=True)

@@ -78,7 +78,10 @@ ENVELOPE_FIELDS: Final[Mapping[str, str]] = {
 }
 
 STREAM_SUMMARIES: Final[Mapping[str, str]] = {
-    events.INGEST_REQUESTED: "Ask ingest to read a batch from a file path or `file://` URI.",
+    events.INGEST_REQUESTED: (
+        "Ask ingest to read a batch from a file under its data root (`MESH_DATA_ROOT`): a path relative "
+        "to it, or an absolute path or `file://` URI inside it; anything else is dead-lettered."
+    ),
     events.DATA_INGESTED: "A validated batch was stored as an immutable, content-addressed snapshot.",
     events.FEATURES_READY: (
         "A feature set (train/holdout split and reference profile) was built over a dataset's snapshots."
@@ -87,6 +90,10 @@ STREAM_SUMMARIES: Final[Mapping[str, str]] = {
     events.MODEL_TRAINED: "A model was trained and logged as an MLflow run, with its lineage and metrics.",
     events.MODEL_PROMOTED: "A model's `champion` alias moved: a promotion (gate or command) or a rollback.",
     events.MODEL_REJECTED: "The registry's gate refused a candidate, with its reasons and evidence.",
+    events.MODEL_SWAP_FAILED: (
+        "A serving worker could not load the champion it was told to serve, and answers with the version "
+        "it had: once per worker and run of failures of that version."
+    ),
     events.PREDICTIONS: "Sampled records of the predictions served, with the model version that answered.",
     events.LABELS: "Ground truth arriving after a prediction, joined to it by `request_id`.",
     events.DRIFT_DETECTED: "A model's window drifted or decayed: the start of an episode, with its scores.",
@@ -497,7 +504,8 @@ def _channel(stream: Stream[Any], topology: Topology) -> dict[str, Any]:
         for c in consumers
     ]
     description = [
-        f"Redis stream `{name}`, capped at about `MESH_STREAM_MAXLEN` ({_setting('stream_maxlen')}) entries.",
+        f"Redis stream `{name}`, trimmed to about `MESH_STREAM_MAXLEN` ({_setting('stream_maxlen')}) "
+        "entries, never past an entry a consumer group has not read or acknowledged.",
         f"Published by: {', '.join(dict.fromkeys(publishers)) or 'nobody'}.",
         f"Consumed by: {', '.join(consumed) or 'no consumer group'}.",
     ]

@@ -244,6 +244,8 @@ def ingest(
     import httpx
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+    from shared.runtime.auth import bearer_header
+
     settings = MeshSettings()
     base = url or f"http://{settings.host}:{settings.ingest_port}"
     content_type = {
@@ -266,7 +268,11 @@ def ingest(
             response = httpx.post(
                 f"{base}/datasets/{dataset}/batches",
                 content=chunks(),
-                headers={"content-type": content_type, "content-length": str(size)},
+                headers={
+                    "content-type": content_type,
+                    "content-length": str(size),
+                    **bearer_header(settings.api_token),
+                },
                 timeout=300,
             )
         except httpx.TransportError as exc:
@@ -462,6 +468,40 @@ def drift(
 
 
 @app.command()
+def prune(
+    older_than_days: float | None = typer.Option(
+        None, "--older-than-days", min=0, help="default: MESH_RETENTION_DAYS"
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what would go; delete nothing"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OUT),
+) -> None:
+    """Delete snapshots, feature sets and traces older than N days that no registered model version
+    references and no training window takes (the features service does this hourly when
+    MESH_RETENTION_DAYS is set)."""
+    from datetime import timedelta
+
+    from shared.events import utcnow
+    from shared.ml.retention import prune as prune_data
+    from shared.ops import views
+    from shared.runtime.mlflow_client import mlflow_client
+
+    settings = MeshSettings()
+    days = older_than_days if older_than_days is not None else settings.retention_days
+    if days is None:
+        raise _failed("how old is too old? --older-than-days N, or set MESH_RETENTION_DAYS", exit_code=2)
+    before = utcnow() - timedelta(days=days)
+    pruned = prune_data(
+        settings.effective_data_root,
+        settings.config_dir,
+        mlflow_client(settings),
+        before=before,
+        trace_experiment=settings.trace_experiment,
+        dry_run=dry_run,
+    )
+    show({"before": before.isoformat(), "dry_run": dry_run, **pruned.as_dict()}, as_json, views.pruned)
+
+
+@app.command()
 def watch(
     streams: list[str] | None = typer.Option(
         None, "--stream", "-s", help="a stream to watch (repeat for several; default: every stream)"
@@ -567,7 +607,7 @@ def deadletter_replay(
                     for letter, why in chosen.refused
                 ],
             )
-        results = deadletters.replay(client, chosen.ready, maxlen=settings.stream_maxlen)
+        results = deadletters.replay(client, chosen.ready)
     if as_json:
         echo_json(results)
     else:
@@ -614,11 +654,11 @@ def _config_dir(given: Path | None) -> Path:
     return given if given is not None else MeshSettings().config_dir
 
 
-def _failed(message: str, details: list[str] | None = None) -> typer.Exit:
+def _failed(message: str, details: list[str] | None = None, exit_code: int = 1) -> typer.Exit:
     from shared.ops.views import error
 
     error(err_console, message, details or [])
-    return typer.Exit(1)
+    return typer.Exit(exit_code)
 
 
 @dataset_app.command("init")

@@ -6,10 +6,10 @@ id it had there, the error, the attempts, and the original message body as it wa
 named here by their entry id on the ``deadletter`` stream (``1700000000000-0``).
 
 Replaying a letter XADDs its original body back on its stream as the bus writes plain entries
-(``__data__``: the body), capped at ``stream_maxlen`` as the bus caps it; only when the body passes the
-stream's contract now (``parse_event``), unless forced. Each replay is recorded in the hash
-``REPLAYED_KEY`` (letter id -> new entry id), checked and written in the same server-side script as the
-XADD, so a letter is never replayed twice, not even by two operators at once.
+(``__data__``: the body; no cap on write: the bus's retention trims behind the slowest group), only when
+the body passes the stream's contract now (``parse_event``), unless forced. Each replay is recorded in the
+hash ``REPLAYED_KEY`` (letter id -> new entry id), checked and written in the same server-side script as
+the XADD, so a letter is never replayed twice, not even by two operators at once.
 
 Every function takes the ``redis.Redis`` client it uses; failures are ``OperateError``s carrying the exit
 code (shared/ops/operate.py): 1 when Redis cannot be reached, 2 for an invalid request found before
@@ -41,12 +41,12 @@ DURATION_UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_4
 HANDLER_ERROR = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Timeout)):")
 
 # XADD the body on its stream and record it, unless the letter was replayed already (then: nil).
-# KEYS: the replayed hash, the stream; ARGV: letter id, body, maxlen.
+# KEYS: the replayed hash, the stream; ARGV: letter id, body.
 _REPLAY_SCRIPT = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   return false
 end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', '__data__', ARGV[2])
+local id = redis.call('XADD', KEYS[2], '*', '__data__', ARGV[2])
 redis.call('HSET', KEYS[1], ARGV[1], id)
 return id
 """
@@ -321,7 +321,7 @@ def select_for_replay(
     return selection
 
 
-def replay(client: redis.Redis, letters: Sequence[Letter], *, maxlen: int) -> list[dict[str, Any]]:
+def replay(client: redis.Redis, letters: Sequence[Letter]) -> list[dict[str, Any]]:
     """XADD each letter's original body back on its stream, recording the replay; per letter, the new
     entry id (``None`` when someone else replayed it meanwhile: nothing was written for it)."""
     script = client.register_script(_REPLAY_SCRIPT)
@@ -330,7 +330,7 @@ def replay(client: redis.Redis, letters: Sequence[Letter], *, maxlen: int) -> li
         for letter in letters:
             assert letter.stream is not None
             keys = [REPLAYED_KEY, letter.stream]
-            new_id = script(keys=keys, args=[letter.entry_id, letter.original, maxlen])
+            new_id = script(keys=keys, args=[letter.entry_id, letter.original])
             results.append(
                 {
                     "id": letter.entry_id,

@@ -17,6 +17,7 @@ import redis
 
 from shared.bus import entry_body, read_entry
 from shared.events import ContractError, Envelope, P, Stream, parse_event
+from shared.runtime.auth import bearer_header
 from shared.runtime.retry import wait_until
 from shared.runtime.settings import MeshSettings
 
@@ -44,7 +45,7 @@ class MeshDriver:
         self.registry = f"http://127.0.0.1:{settings.registry_port}"
         self.monitor = f"http://127.0.0.1:{settings.monitor_port}"
         self.redis = redis.Redis.from_url(settings.effective_redis_url)
-        self.http = httpx.Client(timeout=60.0)
+        self.http = httpx.Client(timeout=60.0, headers=bearer_header(settings.api_token))
         self._inputs: dict[str, list[str]] = {}
 
     @functools.cached_property

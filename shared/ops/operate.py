@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from shared import events
 from shared.events import ContractError, Envelope, RetrainRequested, Stream, new_event, parse_event
+from shared.runtime.auth import bearer_header
 from shared.runtime.settings import SERVICE_NAMES, MeshSettings
 
 EXIT_FAILED = 1
@@ -141,7 +142,10 @@ def request(
     """One request to ``service``; :class:`Unreachable` (naming service and URL) when nothing answers."""
     url = service_url(settings, service) + path
     try:
-        return http.request(method, url, json=body, headers=headers)
+        # The data plane's token when one is set; a command's own (the registry's) in ``headers`` wins.
+        return http.request(
+            method, url, json=body, headers={**bearer_header(settings.api_token), **(headers or {})}
+        )
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         raise Unreachable(service, url, exc) from None
     except httpx.TimeoutException:  # connected, but no answer in time: up, and busy or stuck
@@ -509,16 +513,11 @@ def build_event(stream_name: str, payload_text: str) -> Envelope[Any]:
 
 
 def publish(settings: MeshSettings, client: redis.Redis, envelope: Envelope[Any]) -> str:
-    """XADD the event to its stream in the bus's entry format (``__data__``: the envelope JSON, capped at
-    ``stream_maxlen`` as the bus caps it); the entry id."""
+    """XADD the event to its stream in the bus's entry format (``__data__``: the envelope JSON); the entry
+    id. No MAXLEN: a cap on write could trim entries a lagging group has not read; the bus's retention
+    trims behind the slowest group."""
     entry_id = _redis_call(
-        settings,
-        lambda: client.xadd(
-            envelope.type,
-            {"__data__": envelope.model_dump_json()},
-            maxlen=settings.stream_maxlen,
-            approximate=True,
-        ),
+        settings, lambda: client.xadd(envelope.type, {"__data__": envelope.model_dump_json()})
     )
     return _text(entry_id)
 

@@ -118,6 +118,18 @@ def promotion(result: Mapping[str, Any]) -> Text:
     return text
 
 
+def pruned(data: Mapping[str, Any]) -> RenderableType:
+    verb = "would delete" if data["dry_run"] else "deleted"
+    table = Table("", "count", title=f"data older than {_when(data['before'])}")
+    table.add_row(f"snapshots {verb}", str(len(data["snapshots"])))
+    table.add_row(f"feature sets {verb}", str(len(data["feature_sets"])))
+    if not data["dry_run"]:
+        table.add_row("traces deleted", str(data["traces"]))
+    table.add_row("kept: a registered version references it", str(len(data["kept_referenced"])))
+    table.add_row("kept: in the newest training window", str(len(data["kept_in_window"])))
+    return table
+
+
 def drift_summary(data: Mapping[str, Any]) -> RenderableType:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="cyan")

@@ -36,6 +36,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 from pydantic.json_schema import models_json_schema
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -214,6 +216,17 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 async def _refused(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refusal)
     return exc.response
+
+
+async def _redis_unavailable(_: Request, exc: Exception) -> Response:
+    """Redis gone (restarting, failing over): the request can succeed later, so 503 and when to retry,
+    not a 500 that reads as a bug. Nothing was announced: ingest marks a batch announced only after its
+    event is on the stream, so the same upload again completes it."""
+    return JSONResponse(
+        {"error": f"the event stream is unavailable, retry shortly ({type(exc).__name__})"},
+        status_code=503,
+        headers={"retry-after": "1"},
+    )
 
 
 def _json_bodies(dependant: Dependant) -> Iterator[JsonBody[Any]]:
@@ -518,6 +531,8 @@ class ServiceRuntime:
                 RequestValidationError: _invalid_request,
                 HTTPException: _http_error,
                 Refusal: _refused,
+                RedisConnectionError: _redis_unavailable,
+                RedisTimeoutError: _redis_unavailable,
             },
         )
         app.state.deps = deps

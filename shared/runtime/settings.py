@@ -46,7 +46,24 @@ class MeshSettings(BaseSettings):
     trace_file: Path | None = None
 
     # Bus behaviour.
-    stream_maxlen: int = Field(default=100_000, ge=100, description="XADD MAXLEN ~ cap per stream")
+    stream_maxlen: int = Field(
+        default=100_000, ge=100, description="entries kept per stream, never trimmed past its slowest group"
+    )
+    # Retention and housekeeping run once per bus_retention_interval_s in every started bus (see
+    # shared/bus/housekeeping.py): a stream may exceed its cap by what is published within one interval.
+    bus_retention_interval_s: float = Field(
+        default=5.0, gt=0, description="trim streams, remove dead consumers and stale errors this often"
+    )
+    bus_stream_hard_maxlen: int | None = Field(
+        default=None,
+        ge=100,
+        description="safety valve, off when unset: trim to this even past a lagging group (its entries lost)",
+    )
+    # Must exceed bus_block_ms (a live consumer touches its group at least once per blocking read) and
+    # bus_reclaim_idle_ms (a dead consumer's pending entries are reclaimed by then): a bus refuses otherwise.
+    bus_dead_consumer_after_s: float = Field(
+        default=300.0, gt=0, description="remove a consumer idle this long that holds no pending entries"
+    )
     # An idle consumer makes one blocking read per bus_block_ms and one sweep per bus_reclaim_interval_ms
     # per stream: 0.2 calls/s at these defaults. A blocking read returns as soon as an entry arrives and
     # is cancelled at once on stop, so a long block adds no latency; the sweep only matters for entries
@@ -66,6 +83,9 @@ class MeshSettings(BaseSettings):
 
     # Registry commands (promote/rollback) need this bearer token; unset disables them.
     registry_token: str | None = None
+    # Uploads, labels and predictions need this bearer token when set (shared/runtime/auth.py); unset: open,
+    # for a mesh on a trusted network (compose binds every port to 127.0.0.1).
+    api_token: str | None = None
 
     # Serving.
     serving_workers: int = Field(default=1, ge=1)
@@ -74,6 +94,11 @@ class MeshSettings(BaseSettings):
     serving_max_loaded_models: int = Field(
         default=8, ge=1, description="models held in memory per worker; the least recently used unloads"
     )
+
+    # Data retention (shared/ml/retention.py), off when unset: snapshots, feature sets and traces older than
+    # this are pruned, never what a registered version references or a training window takes.
+    retention_days: float | None = Field(default=None, gt=0, description="prune data older than this")
+    retention_interval_s: float = Field(default=3600.0, gt=0, description="prune this often (one replica)")
 
     # Limits.
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)

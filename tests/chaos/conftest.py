@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from shared.ops.demo_data import cancer, generate
+from shared.ops.driver import MeshDriver
 from shared.runtime.settings import REPO_ROOT
+from tests.support.faults import CANCER, CHURN, fault_stack
 
 REPORT = Path(os.environ.get("MESH_CHAOS_REPORT", REPO_ROOT / "tests" / "reports" / "chaos.json"))
 
@@ -30,3 +33,15 @@ def chaos_report() -> Iterator[dict[str, Any]]:
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
     report = {"written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine}
     REPORT.write_text(json.dumps({**report, "scenarios": scenarios}, indent=2, default=str) + "\n")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshDriver]:
+    """One stack for the fault scenarios, one after another (a stack takes a minute to start), with both
+    demo models serving their first version. Short reclaim timings: see ``FAST_RECLAIM``."""
+    with fault_stack(tmp_path_factory.mktemp("faults")) as driver:
+        driver.upload(generate(rows=600, seed=1))
+        driver.upload(cancer(rows=400, seed=1), dataset="cancer")
+        driver.wait_for_version("1", CHURN)
+        driver.wait_for_version("1", CANCER)
+        yield driver

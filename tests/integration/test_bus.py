@@ -57,7 +57,7 @@ def _batch_files(root: Path, count: int, rows: int = 3) -> list[Path]:
 async def test_a_backlog_published_before_the_service_first_starts_is_all_handled(
     settings: MeshSettings, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
-    files = _batch_files(tmp_path / "batches", 1000)
+    files = _batch_files(settings.effective_data_root / "batches", 1000)
     await _publish_requests(redis_client, files)
     assert await redis_client.xlen(events.INGEST_REQUESTED) == 1000
 
@@ -103,7 +103,9 @@ async def test_an_event_whose_consumer_is_killed_before_ack_is_redelivered_to_an
             timeout=30,
             what="the doomed consumer's group",
         )
-        [request_id] = await _publish_requests(redis_client, _batch_files(tmp_path / "one", 1))
+        [request_id] = await _publish_requests(
+            redis_client, _batch_files(settings.effective_data_root / "one", 1)
+        )
 
         async def taken() -> bool:
             return marker.exists()
@@ -132,7 +134,7 @@ async def test_an_event_whose_consumer_is_killed_before_ack_is_redelivered_to_an
 async def test_after_redis_loses_its_data_the_service_recreates_its_group_and_goes_on(
     settings: MeshSettings, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
-    files = _batch_files(tmp_path / "batches", 2)
+    files = _batch_files(settings.effective_data_root / "batches", 2)
     async with serve(create_app(settings)):
         await _publish_requests(redis_client, files[:1])
         await wait_for(lambda: redis_client.xlen(events.DATA_INGESTED), timeout=10, what="first event")

@@ -9,7 +9,6 @@ built on it can be trusted. Tests that need a service app or a subprocess are in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +24,7 @@ from shared.bus.testing import memory_connection
 from shared.events import Envelope, IngestRequested, LabelObserved, Stream, new_event
 from shared.runtime.retry import wait_for
 from shared.runtime.settings import MeshSettings
+from tests.support.buses import running
 from tests.support.streams import stream_events
 
 pytestmark = pytest.mark.integration
@@ -59,16 +59,6 @@ async def backend(request: pytest.FixtureRequest, settings: MeshSettings) -> Asy
     await client.flushall()  # each test starts from an empty server
     yield Backend(connection, client, settings)
     await client.aclose()
-
-
-@contextlib.asynccontextmanager
-async def running(*buses: MeshBus) -> AsyncIterator[None]:
-    """The buses started, and stopped at the end whatever happens."""
-    async with contextlib.AsyncExitStack() as stack:
-        for bus in buses:
-            await bus.start()
-            stack.push_async_callback(bus.stop)
-        yield
 
 
 def collect(into: list[Any]) -> Callable[[Any], Awaitable[None]]:

@@ -106,9 +106,10 @@ async def test_http_errors_name_the_field(settings: MeshSettings, redis_client: 
 
 
 async def test_ingest_requested_event_is_validated_and_announced(
-    settings: MeshSettings, redis_client: aioredis.Redis, tmp_path: Path
+    settings: MeshSettings, redis_client: aioredis.Redis
 ) -> None:
-    batch = tmp_path / "batch.csv"
+    batch = settings.effective_data_root / "incoming" / "batch.csv"  # ingest reads only under its root
+    batch.parent.mkdir(parents=True)
     batch.write_bytes(demo_csv(7, seed=9))
     publisher = MeshBus(settings, "test-publisher")
     async with serve(create_app(settings)):
@@ -127,9 +128,10 @@ async def test_ingest_requested_event_is_validated_and_announced(
 
 
 async def test_malformed_events_go_to_deadletter_and_the_service_keeps_serving(
-    settings: MeshSettings, redis_client: aioredis.Redis, tmp_path: Path
+    settings: MeshSettings, redis_client: aioredis.Redis
 ) -> None:
-    bad_rows = tmp_path / "bad.csv"
+    bad_rows = settings.effective_data_root / "incoming" / "bad.csv"
+    bad_rows.parent.mkdir(parents=True)
     bad_rows.write_bytes(demo_csv(3).replace(b",north,", b",mars,"))
     async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as client:
         # Not JSON at all, a JSON envelope missing its payload's uri, a file that does not exist,
@@ -140,7 +142,7 @@ async def test_malformed_events_go_to_deadletter_and_the_service_keeps_serving(
         )
         del broken["payload"]["uri"]
         await redis_client.xadd(events.INGEST_REQUESTED, {"__data__": json.dumps(broken)})
-        for uri in (str(tmp_path / "missing.csv"), str(bad_rows)):
+        for uri in (str(bad_rows.parent / "missing.csv"), str(bad_rows)):
             event = new_event(events.INGEST_REQUESTED, IngestRequested(dataset="demo", uri=uri))
             await redis_client.xadd(events.INGEST_REQUESTED, {"__data__": event.model_dump_json()})
 

@@ -13,10 +13,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.monitor import consumers
+from services.monitor.deps import MonitorDeps
 from services.monitor.evaluation import PENDING_KEY
 from services.monitor.state import ModelKeys
 from shared import events
 from shared.bus import MeshBus
+from shared.bus.delivery import dead_letter
 from shared.events import DataIngested, RetrainRequested, new_event
 from shared.ml.datasets import DatasetSchema
 from shared.ml.feature_sets import reference_profile, split_mask
@@ -46,6 +48,17 @@ async def bus(settings: MeshSettings, redis_client: aioredis.Redis) -> AsyncIter
     await bus.stop()
 
 
+def feedback_deps(
+    settings: MeshSettings, bus: MeshBus, profile: dict[str, Any], tmp_path: Path
+) -> MonitorDeps:
+    """A monitor whose decay check and retrain take the LABELLED rows of one test: their labels go
+    through ingest as a feedback batch before the retrain."""
+    config_dir = tuned_config_dir(
+        tmp_path, performance={"min_labels": LABELLED // 2}, retrain={"min_labelled_rows": LABELLED // 2}
+    )
+    return monitor_deps(settings, bus, config_dir, profile)
+
+
 async def _pending(redis_client: aioredis.Redis, ingest_event_id: str) -> RetrainRequested | None:
     """The retrain remembered for the ``ingest.requested`` with that event id, if any."""
     stored = await redis_client.hget(PENDING_KEY, ingest_event_id)
@@ -61,10 +74,7 @@ async def test_labelled_rows_go_through_ingest_before_the_retrain_is_requested_o
     profile: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    config_dir = tuned_config_dir(
-        tmp_path, performance={"min_labels": LABELLED // 2}, retrain={"min_labelled_rows": LABELLED // 2}
-    )
-    deps = monitor_deps(settings, bus, config_dir, profile)
+    deps = feedback_deps(settings, bus, profile, tmp_path)
     predicted = predictions(generate(rows=LABELLED, seed=1), spec)
     wrong = labels(predicted, wrong=True)
 
@@ -105,6 +115,44 @@ async def test_labelled_rows_go_through_ingest_before_the_retrain_is_requested_o
 
     # Redelivered, the snapshot's announcement asks for nothing more: the retrain was forgotten.
     await consumers.on_data_ingested(deps, ingested)
+    assert len(await stream_events(redis_client, events.RETRAIN_REQUESTED)) == 1
+
+
+async def test_a_feedback_batch_ingest_refuses_releases_its_retrain_saying_why(
+    settings: MeshSettings,
+    bus: MeshBus,
+    redis_client: aioredis.Redis,
+    spec: FeatureSpec,
+    profile: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    deps = feedback_deps(settings, bus, profile, tmp_path)
+    predicted = predictions(generate(rows=LABELLED, seed=2), spec)
+    await consumers.on_predictions(deps, predicted)
+    await consumers.on_labels(deps, labels(predicted, wrong=True))
+    [ingest] = await stream_events(redis_client, events.INGEST_REQUESTED)
+    waiting = await _pending(redis_client, ingest.event_id)
+    assert waiting is not None
+
+    # Letters of other streams, and of requests the monitor did not make, release nothing.
+    unrelated = [
+        dead_letter(events.LABELS, "monitor", "1-0", b"{", None, "invalid event: x", 1),
+        dead_letter(events.INGEST_REQUESTED, "ingest", "2-0", b"{}", predicted[0], "not ours", 1),
+    ]
+    await consumers.on_dead_letters(deps, unrelated)
+    assert not await stream_events(redis_client, events.RETRAIN_REQUESTED)
+
+    refused = dead_letter(
+        events.INGEST_REQUESTED, "ingest", "3-0", ingest.model_dump_json(), ingest, "rows fail the schema", 1
+    )
+    await consumers.on_dead_letters(deps, [refused])
+    [requested] = await stream_events(redis_client, events.RETRAIN_REQUESTED)
+    assert requested.payload.dataset == "demo" and requested.causation_id == refused.event_id
+    assert requested.payload.reason == f"{waiting.reason}; without its feedback batch, which ingest refused"
+    assert requested.payload.evidence["feedback_refused"] == "rows fail the schema"
+    assert await _pending(redis_client, ingest.event_id) is None
+
+    await consumers.on_dead_letters(deps, [refused])  # redelivered: the retrain was asked for once
     assert len(await stream_events(redis_client, events.RETRAIN_REQUESTED)) == 1
 
 

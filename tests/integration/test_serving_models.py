@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from shared.events import ModelPromoted, ModelTrained
 from shared.ml.modeling import CHAMPION, ModelConfig, load_model_config, model_configs
 from shared.ops.demo_data import EXAMPLE_RECORD, generate
+from shared.runtime.auth import bearer_header
 from shared.runtime.mlflow_client import mlflow_client
 from shared.runtime.retry import wait_for, wait_until
 from shared.runtime.settings import MeshSettings
@@ -44,8 +44,7 @@ from tests.support.champions import (
     train_versions,
     write_sensors_config,
 )
-from tests.support.data import CONFIG_DIR
-from tests.support.serving import ServingServer
+from tests.support.serving import ServingServer, demo_only_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -55,6 +54,7 @@ SENSORS = f"sensors-{RUN}"
 LATE = f"sensors-late-{RUN}"  # declared while the servers run
 RECORDS: dict[str, dict[str, Any]] = {DEMO: EXAMPLE_RECORD, SENSORS: SENSORS_RECORD, LATE: SENSORS_RECORD}
 RECONCILE_S = 3.0
+LRU_TOKEN = "lru-api-token"
 PROMOTION_BOUND_S = 30.0  # a promotion reaches every worker within this (event at once, else reconcile)
 
 
@@ -103,13 +103,7 @@ class Mesh:
 def mesh(redis_port: int, mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Mesh:
     """deploy/config copied, holding only the demo's model (renamed), plus the sensors dataset and model."""
     root = tmp_path_factory.mktemp("serving-models")
-    config_dir = root / "config"
-    shutil.copytree(CONFIG_DIR, config_dir)
-    for path in (config_dir / "models").glob("*.yaml"):
-        if path.name != "demo.yaml":
-            path.unlink()
-    demo = config_dir / "models" / "demo.yaml"
-    demo.write_text(demo.read_text().replace("model_name: churn-demo\n", f"model_name: {DEMO}\n"))
+    config_dir = demo_only_config(root, DEMO)
     write_sensors_config(config_dir, SENSORS)
     settings = MeshSettings(
         redis_port=redis_port, mlflow_tracking_uri=mlflow_uri, state_dir=root / "state", config_dir=config_dir
@@ -137,7 +131,10 @@ def servers(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
     root = tmp_path_factory.mktemp("servers")
     started = {
         "main": ServingServer(root / "main", server_env(mesh)),
-        "lru": ServingServer(root / "lru", server_env(mesh, MESH_SERVING_MAX_LOADED_MODELS="1")),
+        # Also the one whose predictions need a token (MESH_API_TOKEN).
+        "lru": ServingServer(
+            root / "lru", server_env(mesh, MESH_SERVING_MAX_LOADED_MODELS="1", MESH_API_TOKEN=LRU_TOKEN)
+        ),
         "workers": ServingServer(root / "workers", server_env(mesh, MESH_SERVING_WORKERS="2")),
     }
     try:
@@ -186,11 +183,11 @@ def wait_loaded(server: ServingServer, names: set[str], timeout: float = 120) ->
     return {name: found[name] for name in names}
 
 
-def predict(url: str, name: str | None, **extra: Any) -> httpx.Response:
+def predict(url: str, name: str | None, *, token: str | None = None, **extra: Any) -> httpx.Response:
     body: dict[str, Any] = {"features": RECORDS.get(name or DEMO, EXAMPLE_RECORD), **extra}
     if name is not None:
         body["model"] = name
-    return httpx.post(f"{url}/predict", json=body, timeout=30)
+    return httpx.post(f"{url}/predict", json=body, headers=bearer_header(token), timeout=30)
 
 
 # --- one server, several models ------------------------------------------------------------------------
@@ -395,18 +392,28 @@ def test_past_the_bound_the_least_recently_used_model_unloads_and_reloads_on_dem
         return listing if {DEMO, SENSORS} <= set(listing) and loaded == 1 else None
 
     listing = wait_until(one_of_several_loaded, timeout=120, what="one model loaded of several served")
+    # Its predictions need the token; its models' metadata and probes do not.
+    for refused in (
+        predict(lru.url, DEMO),
+        predict(lru.url, DEMO, token="not-the-token"),
+        httpx.post(f"{lru.url}/predict_batch", json={"records": [EXAMPLE_RECORD]}, timeout=30),
+        httpx.post(f"{lru.url}/v2/models/{DEMO}/infer", json={"inputs": []}, timeout=30),
+    ):
+        assert refused.status_code == 401 and refused.json()["field"] == "authorization", refused.text
+    for open_path in ("/readyz", "/models", f"/v2/models/{DEMO}", "/docs.json"):
+        assert httpx.get(f"{lru.url}{open_path}", timeout=10).status_code == 200, open_path
     [resident] = [name for name, m in listing.items() if m["loaded"]]
     evicted = DEMO if resident != DEMO else SENSORS
     assert listing[evicted]["version"] and listing[evicted]["loaded"] is False
 
     for wanted, other in ((evicted, resident), (resident, evicted)):
-        refused = predict(lru.url, wanted)
+        refused = predict(lru.url, wanted, token=LRU_TOKEN)
         assert refused.status_code == 503, refused.text
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["model"] == wanted and wanted in refused.json()["error"]
 
         def answered(name: str = wanted) -> httpx.Response | None:
-            response = predict(lru.url, name)
+            response = predict(lru.url, name, token=LRU_TOKEN)
             assert response.status_code in (200, 503), response.text
             if response.status_code == 503:
                 assert "retry-after" in response.headers

@@ -4,6 +4,7 @@ predict), and the serving service itself run as a subprocess, as compose runs it
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import httpx
 from services.serving.holder import LoadedModel
 from shared.ops.embedded import free_port
 from shared.runtime.settings import MeshSettings
+from tests.support.data import CONFIG_DIR
 from tests.support.processes import kill_all_with_env
 
 
@@ -34,6 +36,19 @@ def loaded_model_stub(**fields: Any) -> LoadedModel:
         "schema": None,
     }
     return LoadedModel(**{**placeholders, **fields})
+
+
+def demo_only_config(root: Path, model_name: str) -> Path:
+    """deploy/config copied under ``root``, declaring only the demo's model, renamed ``model_name`` (the
+    session's MLflow is shared: each module serves a name of its own); the config dir."""
+    config_dir = root / "config"
+    shutil.copytree(CONFIG_DIR, config_dir)
+    for path in (config_dir / "models").glob("*.yaml"):
+        if path.name != "demo.yaml":
+            path.unlink()
+    demo = config_dir / "models" / "demo.yaml"
+    demo.write_text(demo.read_text().replace("model_name: churn-demo\n", f"model_name: {model_name}\n"))
+    return config_dir
 
 
 def serving_env(settings: MeshSettings) -> dict[str, str]:

@@ -399,6 +399,7 @@ def test_plan_in_embedded_mode(compose: dict[str, Any], settings: MeshSettings) 
         "MESH_STATE_DIR": str(state),
         "MESH_DATA_ROOT": str(state / "data"),
         "MESH_LOG_LEVEL": "INFO",  # compose default: the launcher's environment has no MESH_LOG_LEVEL
+        "MESH_API_TOKEN": "",  # none: the data plane is open, as everything listens on loopback
         "MESH_OTEL_EXPORTER": "mlflow,file",
         "MESH_OTLP_ENDPOINT": "",
         "MESH_TRACE_FILE": str(state / "traces.jsonl"),

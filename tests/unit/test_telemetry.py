@@ -4,10 +4,13 @@ import json
 from pathlib import Path
 
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from shared.runtime.settings import MeshSettings
-from shared.runtime.telemetry import setup_tracing
+from shared.runtime.telemetry import JsonLinesSpanExporter, setup_tracing
 
 
 def _settings(tmp_path: Path, ratio: float) -> MeshSettings:
@@ -60,3 +63,23 @@ def test_exporters_are_a_list_and_unknown_ones_are_refused() -> None:
         assert "zipkin" in str(exc)
     else:
         raise AssertionError("an unknown exporter must be refused")
+
+
+def test_the_file_exporter_writes_what_to_json_says_of_each_span(tmp_path: Path) -> None:
+    finished: list[ReadableSpan] = []
+
+    class Kept(SimpleSpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            finished.append(span)
+            super().on_end(span)
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "mesh-test"}))
+    provider.add_span_processor(Kept(JsonLinesSpanExporter(tmp_path / "t.jsonl")))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("parent", attributes={"n": 1, "names": ["a", "b"]}) as parent:
+        parent.add_event("happened", {"why": "test"})
+        linked = trace.Link(parent.get_span_context(), {"rel": "follows"})
+        with tracer.start_as_current_span("child", links=[linked]) as child:
+            child.set_status(trace.Status(trace.StatusCode.ERROR, "it broke"))
+    written = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert written == [json.loads(span.to_json()) for span in finished]
