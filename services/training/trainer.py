@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from opentelemetry import trace
 
 from shared.events import ModelTrained
-from shared.ml.estimators import require_reviewed, trusted_types
+from shared.ml.estimators import SKOPS_FILES, require_reviewed, trusted_types
 from shared.ml.feature_sets import FeatureSetManifest
 from shared.ml.features import FeaturePipeline
 from shared.ml.modeling import (
@@ -56,18 +56,24 @@ def experiment_name(dataset: str) -> str:
 
 
 def find_run_for_trigger(client: MlflowClient, dataset: str, trigger_event_id: str) -> TrainedRun | None:
-    """The run a previous delivery of the same trigger already finished, if any (idempotency)."""
+    """The run a previous delivery of the same trigger already finished, if any (idempotency).
+
+    Runs of the trigger an earlier delivery left unfinished (its process killed, or MLflow gone longer
+    than its client retries, mid-run) are marked FAILED: the entry is held by one consumer at a time, so
+    no such run is still being written, and the registry and the UI should not show it as running."""
     experiment = client.get_experiment_by_name(experiment_name(dataset))
     if experiment is None:
         return None
     runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{TAG_TRIGGER}` = '{trigger_event_id}' and attributes.status = 'FINISHED'",
-        max_results=1,
+        [experiment.experiment_id], filter_string=f"tags.`{TAG_TRIGGER}` = '{trigger_event_id}'"
     )
-    if not runs:
+    for run in runs:
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="FAILED")
+    done = [run for run in runs if run.info.status == "FINISHED" and "mesh.model_uri" in run.data.tags]
+    if not done:
         return None
-    run = runs[0]
+    run = done[0]
     return TrainedRun(
         run_id=run.info.run_id,
         model_uri=run.data.tags["mesh.model_uri"],
@@ -162,16 +168,17 @@ def train(
             ),
             context="holdout",
         )
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            serialization_format="skops",
-            pyfunc_predict_fn="predict",  # the label (or value) serving answers with
-            skops_trusted_types=trusted_types(config.estimator, config.task),
-            pip_requirements=model_requirements(config),
-        )
+        with SKOPS_FILES:  # log_model writes the model with skops and reads it back
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example,
+                serialization_format="skops",
+                pyfunc_predict_fn="predict",  # the label (or value) serving answers with
+                skops_trusted_types=trusted_types(config.estimator, config.task),
+                pip_requirements=model_requirements(config),
+            )
         mlflow.log_artifact(str(manifest.pipeline_path), artifact_path="features")
         mlflow.log_artifact(str(manifest.profile_path), artifact_path="features")
         mlflow.log_dict(output_profile(holdout_outputs), OUTPUT_PROFILE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import threading
 from typing import Any, Literal
 
 import numpy as np
@@ -55,6 +56,13 @@ REVIEWED_TYPES = (
     "xgboost.sklearn.XGBClassifier",
     "xgboost.sklearn.XGBRegressor",
 )
+# CPython before 3.11.8 and 3.12.2 (this machine runs 3.11.7) shares one AST-constructor recursion counter
+# between threads (python/cpython#106905). skops restores arrays with np.load, which parses each header
+# with ast.literal_eval, so two threads reading or writing models at once (serving loading several, the
+# registry's gate, trainings side by side) can fail with "SystemError: AST constructor recursion depth
+# mismatch". Every skops read or write in the mesh holds this lock; they are CPU-bound under the GIL anyway.
+SKOPS_FILES = threading.Lock()
+
 # Families whose classifiers only learn integer labels 0..k-1: the mesh encodes labels for them.
 ENCODED_LABEL_MODULES = ("xgboost",)
 
@@ -182,9 +190,9 @@ class UnreviewedTypes(ValueError):
 
 def require_reviewed(model: Any, config: EstimatorConfig, task: str) -> None:
     """Raises UnreviewedTypes naming what ``model`` holds beyond the trusted types of ``config``."""
-    unreviewed = sorted(
-        set(skops.io.get_untrusted_types(data=skops.io.dumps(model))) - set(trusted_types(config, task))
-    )
+    with SKOPS_FILES:
+        found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    unreviewed = sorted(set(found) - set(trusted_types(config, task)))
     if unreviewed:
         raise UnreviewedTypes(
             f"the fitted {config.name} holds types the mesh has not reviewed for loading: "

@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from shared.ml.config_files import ConfigProblem, InvalidConfig, read_config
-from shared.ml.estimators import EstimatorConfig, build_estimator, trusted_types
+from shared.ml.estimators import SKOPS_FILES, EstimatorConfig, build_estimator, trusted_types
 from shared.ml.features import FeatureTransformer
 from shared.ml.tasks import DEFAULT_PRIMARY_METRIC, METRICS, TaskKind, predict_outputs
 
@@ -206,7 +206,8 @@ def load_logged_model(local_dir: str | Path, config: ModelConfig) -> Any:
     if flavor is None or flavor.get("serialization_format") != "skops":
         raise ValueError(f"{local_dir} is not a model the mesh logged (sklearn flavour saved with skops)")
     path = Path(local_dir) / flavor["pickled_model"]
-    return skops.io.load(path, trusted=trusted_types(config.estimator, config.task))
+    with SKOPS_FILES:
+        return skops.io.load(path, trusted=trusted_types(config.estimator, config.task))
 
 
 class TrainingDataError(ValueError):

@@ -5,6 +5,7 @@ cannot make a model of its task refused in words a person can act on."""
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from sklearn import datasets as sk_datasets
 from sklearn.neighbors import KNeighborsClassifier
 
 from shared.ml.estimators import (
+    SKOPS_FILES,
     EncodedLabels,
     EstimatorConfig,
     UnreviewedTypes,
@@ -233,6 +235,21 @@ def test_a_saved_model_is_loaded_with_the_mesh_trusted_types_only() -> None:
         require_reviewed(model, config, "multiclass")  # nothing beyond the reviewed types
         loaded = skops.io.loads(skops.io.dumps(model), trusted=trusted_types(config, "multiclass"))
         assert list(loaded.predict(X)) == list(model.predict(X))
+
+
+def test_skops_work_waits_for_the_process_wide_lock() -> None:
+    """CPython 3.11.7's AST constructor races between threads (python/cpython#106905) and np.load parses
+    with it: a model is read or written by one thread at a time."""
+    X, y = _wine()
+    config = EstimatorConfig(kind="hist_gradient_boosting", params={"max_iter": 5})
+    model = build_estimator(config, "multiclass", 0).fit(X, y)
+    checked = threading.Thread(target=require_reviewed, args=(model, config, "multiclass"))
+    with SKOPS_FILES:
+        checked.start()
+        checked.join(timeout=0.5)
+        assert checked.is_alive()  # still waiting for the lock this test holds
+    checked.join(timeout=30)
+    assert not checked.is_alive()
 
 
 def test_a_model_holding_unreviewed_types_is_refused_naming_them() -> None:
