@@ -57,7 +57,7 @@ from shared.bus.delivery import (
     plain_entries,
 )
 from shared.bus.housekeeping import Housekeeping
-from shared.bus.metrics import CONSUMER_LAG, CONSUMER_PENDING
+from shared.bus.metrics import CONSUMER_LAG, CONSUMER_PENDING, declare_consumer
 from shared.bus.publish import Publisher
 from shared.events import Envelope, P, Stream
 from shared.runtime.logging import get_logger
@@ -96,7 +96,8 @@ class MeshBus:
         )
         self._redis: aioredis.Redis | None = None
         self.publisher = Publisher(self.broker, lambda: self.redis)
-        self.deliveries = Deliveries(settings, self.consumer_name, lambda: self.redis, self.publisher)
+        tracer = tracer_provider.get_tracer("mesh.bus") if tracer_provider else None
+        self.deliveries = Deliveries(settings, self.consumer_name, lambda: self.redis, self.publisher, tracer)
         self.housekeeping = Housekeeping(
             settings, self.consumer_name, lambda: self.redis, self._tended_streams
         )
@@ -117,11 +118,12 @@ class MeshBus:
     def consume(self, stream: Stream[P], handler: Handler[P], *, group: str | None = None) -> None:
         """Have ``handler`` receive every event on ``stream``, once per ``group`` (default: the service)."""
         consumer = Consumer(stream, group or self.service, handler)
-        # One entry per read: entries fetched in a batch would sit pending, unrenewed, behind the
-        # one being handled, and the reclaim sweep would hand them out a second time.
+        # One entry per read, so that replicas share slow work; a malformed entry makes the delivery
+        # read ahead while more follow it (Deliveries._read_ahead).
         self._subscribe(consumer, self._read_sub(consumer, max_records=1), self._delivery(consumer))
         self._subscribe(consumer, self._reclaim_sub(consumer), self._delivery(consumer, reclaimed=True))
         self._consumers.append(consumer)
+        declare_consumer(consumer.stream, consumer.group)
 
     def consume_batch(
         self, stream: Stream[P], handler: BatchHandler[P], *, group: str | None = None, max_records: int = 500
@@ -143,6 +145,7 @@ class MeshBus:
         self._subscribe(consumer, read, deliver_batch)
         self._subscribe(consumer, self._reclaim_sub(consumer), self._delivery(consumer, reclaimed=True))
         self._consumers.append(consumer)
+        declare_consumer(consumer.stream, consumer.group)
 
     def listen(self, stream: Stream[P], handler: Handler[P]) -> None:
         """Have *every* process running this receive each new event on ``stream`` (no consumer group).
@@ -220,6 +223,7 @@ class MeshBus:
             self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.service}-bus-supervisor")
         self._housekeeper = asyncio.create_task(self._keep_house(), name=f"{self.service}-bus-housekeeping")
         self.started = True
+        self.deliveries.stopping = False
         log.info(
             "bus started",
             consumer=self.consumer_name,
@@ -228,6 +232,7 @@ class MeshBus:
 
     async def stop(self) -> None:
         self.started = False
+        self.deliveries.stopping = True
         in_flight = self.deliveries.in_flight
         if in_flight:  # a slow stop waits for these, up to bus_graceful_timeout_s
             log.info("bus stopping with events in flight", entries=sorted(in_flight))

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 import structlog
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shared import events
 from shared.bus.metrics import EVENTS_DEADLETTERED, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_HANDLED
@@ -28,6 +29,8 @@ from shared.runtime.logging import get_logger
 from shared.runtime.settings import MeshSettings
 
 log = get_logger("mesh.bus")
+
+TRACE_CONTEXT = TraceContextTextMapPropagator()  # how FastStream carries the trace in an entry's headers
 
 Handler = Callable[[Envelope[P]], Awaitable[None]]
 BatchHandler = Callable[[list[Envelope[P]]], Awaitable[None]]
@@ -60,12 +63,17 @@ class Refusal:
 
 def entry_body(fields: Mapping[Any, Any]) -> bytes:
     """The event body of a raw stream entry, as written by FastStream or by a plain ``XADD __data__``."""
+    return entry_parts(fields)[0]
+
+
+def entry_parts(fields: Mapping[Any, Any]) -> tuple[bytes, dict[str, Any]]:
+    """The body and FastStream headers (trace context among them) of a raw stream entry."""
     data = fields[b"__data__"]
     raw = data if isinstance(data, bytes) else str(data).encode()
     body, headers = BinaryMessageFormatV1.parse(raw)
     # FastStream's legacy JSON format ({"data": ..., "headers": ...}) with headers that are no object is
     # no FastStream message: the entry as written, for the contract check to refuse.
-    return body if isinstance(headers, dict) else raw
+    return (body, headers) if isinstance(headers, dict) else (raw, {})
 
 
 def read_entry(raw: bytes | str, stream: Stream[P]) -> Envelope[P]:
@@ -157,7 +165,8 @@ async def deliver_broadcast(stream: Stream[P], handler: Handler[P], body: bytes)
 class Deliveries:
     """The delivery rules as one bus process applies them to the entries its subscribers read.
 
-    ``redis`` gives the bus's own client (opened on first use), ``publisher`` writes the dead letters.
+    ``redis`` gives the bus's own client (opened on first use), ``publisher`` writes the dead letters,
+    ``tracer`` opens the spans of entries read ahead (FastStream's middleware opens the others').
     """
 
     def __init__(
@@ -166,11 +175,14 @@ class Deliveries:
         consumer_name: str,
         redis: Callable[[], aioredis.Redis],
         publisher: Publisher,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.settings = settings
         self.consumer_name = consumer_name
         self._client = redis
         self._publisher = publisher
+        self._tracer = tracer
+        self.stopping = False  # set by the bus on stop: no more entries are read ahead
         # Entries this process is handling now, as "stream/group/entry id": its own reclaim sweep must not
         # hand them out again. Entry ids are per stream (two streams written in the same millisecond give
         # the same id), so an id alone would make one stream's entry skip another's.
@@ -189,9 +201,62 @@ class Deliveries:
             return
         self.in_flight.add(entry)
         try:
-            await self._deliver_once(consumer, message, message_id, reclaimed=reclaimed)
+            malformed = await self._deliver_once(consumer, message.body, message_id, reclaimed=reclaimed)
         finally:
             self.in_flight.discard(entry)
+        if malformed and not reclaimed:
+            await self._read_ahead(consumer)
+
+    async def _read_ahead(self, consumer: Consumer) -> None:
+        """After a malformed entry, read ``bus_read_ahead`` entries at a time while the reads bring more.
+
+        Malformed entries come in floods (a broken producer, a hostile client): one read and one
+        transaction per entry would let them hold good events back for minutes. Only then: a consumer
+        reads one entry at a time otherwise, so that replicas share slow work. The entries read here are
+        in flight and under lease until handled, each valid one in a span continuing its own trace; on
+        stop, those not yet handled stay pending for the sweep."""
+        stream, group = consumer.stream, consumer.group
+        while not self.stopping:
+            reply: Any = await self.redis.xreadgroup(
+                group, self.consumer_name, {stream: ">"}, count=self.settings.bus_read_ahead
+            )
+            read: list[tuple[str, Mapping[Any, Any]]] = [
+                (as_text(i), fields) for _, entries in reply or [] for i, fields in entries
+            ]
+            if not read:
+                return
+            ids = [message_id for message_id, _ in read]
+            keys = {_entry_key(consumer, message_id) for message_id in ids}
+            self.in_flight.update(keys)
+            try:
+                with self._lease(stream, group, ids):
+                    readable, refused = _read_entries(consumer, read)
+                    if refused:
+                        await self._dead_letter(consumer, *refused)
+                    for entry in readable:
+                        if self.stopping:
+                            return
+                        with self._span(stream, entry.headers):
+                            await self._handle(consumer, entry.message_id, entry.raw, entry.envelope, 1)
+            finally:
+                self.in_flight.difference_update(keys)
+            if not refused:
+                return
+
+    @contextlib.contextmanager
+    def _span(self, stream: str, headers: Mapping[str, Any]) -> Iterator[None]:
+        """The consume span FastStream's middleware would have opened: a child of the entry's producer."""
+        if self._tracer is None:
+            yield
+            return
+        parent = TRACE_CONTEXT.extract(headers)
+        with self._tracer.start_as_current_span(
+            f"{stream} process",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"messaging.system": "redis", "messaging.destination.name": stream},
+        ):
+            yield
 
     async def deliver_batch(self, consumer: Consumer, handler: BatchHandler[Any], message: Any) -> None:
         """Entries read together (see ``MeshBus.consume_batch``): the valid ones handled in one call and
@@ -211,19 +276,9 @@ class Deliveries:
     async def _handle_batch(
         self, consumer: Consumer, handler: BatchHandler[Any], ids: list[str], data: list[Any]
     ) -> None:
-        envelopes: list[Envelope[Any]] = []
-        good_ids: list[str] = []
-        refused: list[Refusal] = []
-        for message_id, fields in zip(ids, data, strict=True):
-            try:
-                envelopes.append(read_entry(entry_body(fields), consumer.stream))
-                good_ids.append(message_id)
-            except KeyError:
-                reason = "invalid event: message: the entry has no __data__ field"
-                refused.append(Refusal(message_id, repr(fields), None, reason, 1))
-            except ContractError as exc:
-                # As written: entry_body undoes the wrapping of an entry FastStream could not decode.
-                refused.append(Refusal(message_id, entry_body(fields), None, f"invalid event: {exc}", 1))
+        readable, refused = _read_entries(consumer, list(zip(ids, data, strict=True)))
+        envelopes = [entry.envelope for entry in readable]
+        good_ids = [entry.message_id for entry in readable]
         if refused:
             await self._dead_letter(consumer, *refused)
         if not envelopes:
@@ -238,10 +293,10 @@ class Deliveries:
         EVENTS_HANDLED.labels(consumer.stream, consumer.group).inc(len(good_ids))
 
     async def _deliver_once(
-        self, consumer: Consumer, message: Any, message_id: str, *, reclaimed: bool
-    ) -> None:
+        self, consumer: Consumer, raw: bytes, message_id: str, *, reclaimed: bool
+    ) -> bool:
+        """One entry's delivery; True if it was malformed (dead-lettered before any handler ran)."""
         stream, group = consumer.stream, consumer.group
-        raw = message.body
         attempts = await self._delivery_count(stream, group, message_id) if reclaimed else 1
 
         try:
@@ -249,12 +304,19 @@ class Deliveries:
         except ContractError as exc:
             invalid = Refusal(message_id, raw, None, f"invalid event: {exc}", attempts)
             await self._dead_letter(consumer, invalid)
-            return
+            return True
+        await self._handle(consumer, message_id, raw, envelope, attempts)
+        return False
 
+    async def _handle(
+        self, consumer: Consumer, message_id: str, raw: bytes, envelope: Envelope[Any], attempts: int
+    ) -> None:
+        """A readable entry: skipped if done, given up past the attempts, else handled and acknowledged."""
+        stream, group = consumer.stream, consumer.group
         done_key = f"mesh:done:{group}:{envelope.event_id}"
         if await self.redis.exists(done_key):
             EVENTS_DUPLICATE.labels(stream, group).inc()
-            await message.ack()
+            await self.redis.xack(stream, group, message_id)
             if attempts > 1:  # an earlier attempt of this entry may have left its error
                 await self.redis.hdel(errors_key(stream, group), message_id)
             return
@@ -348,7 +410,11 @@ class Deliveries:
         # The letters, the acks and the cleanup in one transaction (one round trip): never a letter for an
         # entry still pending (it would be dead-lettered twice), never an ack without its letter.
         transaction = self.redis.pipeline(transaction=True)
-        await self._publisher.stage(transaction, letters)
+        # A letter of an entry that could not be read continues no chain and carries no trace: written
+        # plainly, without FastStream's publish path (most of a flood's cost per letter).
+        chained = [r.envelope is not None for r in refusals]
+        await self._publisher.stage(transaction, [x for x, c in zip(letters, chained, strict=True) if c])
+        self._publisher.stage_plain(transaction, [x for x, c in zip(letters, chained, strict=True) if not c])
         transaction.xack(stream, group, *ids)
         transaction.hdel(errors_key(stream, group), *ids)
         await transaction.execute()
@@ -363,6 +429,39 @@ class Deliveries:
                 error=refusal.error,
                 attempts=refusal.attempts,
             )
+
+
+@dataclass(frozen=True)
+class Readable:
+    """An entry meeting its stream's contract, as read."""
+
+    message_id: str
+    raw: bytes
+    headers: dict[str, Any]
+    envelope: Envelope[Any]
+
+
+def _read_entries(
+    consumer: Consumer, read: Sequence[tuple[str, Mapping[Any, Any]]]
+) -> tuple[list[Readable], list[Refusal]]:
+    """Entries as read (id, fields): those meeting the stream's contract, and refusals of the others."""
+    readable: list[Readable] = []
+    refused: list[Refusal] = []
+    for message_id, fields in read:
+        try:
+            body, headers = entry_parts(fields)
+        except KeyError:
+            reason = "invalid event: message: the entry has no __data__ field"
+            refused.append(Refusal(message_id, repr(fields), None, reason, 1))
+            continue
+        try:
+            envelope = read_entry(body, consumer.stream)
+        except ContractError as exc:
+            # As written: entry_parts undoes the wrapping of an entry FastStream could not decode.
+            refused.append(Refusal(message_id, body, None, f"invalid event: {exc}", 1))
+            continue
+        readable.append(Readable(message_id, body, headers, envelope))
+    return readable, refused
 
 
 def _entry_key(consumer: Consumer, message_id: str) -> str:

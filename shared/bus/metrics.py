@@ -32,3 +32,10 @@ DEAD_CONSUMERS_REMOVED = Counter(
     "Consumers idle too long, with nothing pending, removed",
     ["stream", "group"],
 )
+
+
+def declare_consumer(stream: str, group: str) -> None:
+    """A consumer group's counters exported from its start, at 0: a dashboard then shows no failures as 0,
+    not as nothing, and the first failure's rate() has a series to start from."""
+    for counter in (EVENTS_HANDLED, EVENTS_FAILED, EVENTS_DEADLETTERED, EVENTS_DUPLICATE):
+        counter.labels(stream, group)

@@ -46,10 +46,14 @@ class Publisher:
         per-message trace headers, which sampled records do not need.
         """
         pipe = self._client().pipeline(transaction=False)
-        for envelope in envelopes:
-            pipe.xadd(envelope.type, {"__data__": envelope.model_dump_json()})
+        self.stage_plain(pipe, envelopes)
         await pipe.execute()
         self.sent(envelopes)
+
+    def stage_plain(self, pipeline: Pipeline, envelopes: Sequence[Envelope[Any]]) -> None:
+        """Queue events on ``pipeline`` as plain JSON entries, without trace headers (see publish_many)."""
+        for envelope in envelopes:
+            pipeline.xadd(envelope.type, {"__data__": envelope.model_dump_json()})
 
     async def publish(self, envelope: Envelope[Any]) -> None:
         """One event, through FastStream so the current trace travels in its headers."""

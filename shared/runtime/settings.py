@@ -74,6 +74,9 @@ class MeshSettings(BaseSettings):
         default=10_000, ge=50, description="XAUTOCLAIM sweep period when idle"
     )
     bus_max_attempts: int = Field(default=5, ge=1)
+    bus_read_ahead: int = Field(
+        default=200, ge=1, description="entries read at once while a consumer drains malformed ones"
+    )
     bus_supervise_interval_s: float = Field(default=2.0, gt=0)
     bus_graceful_timeout_s: float = Field(
         default=30.0, gt=0, description="on stop, wait this long for handlers"

@@ -17,6 +17,10 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shared import events
 from shared.bus import MeshBus, PermanentError, RedisConnection
@@ -42,10 +46,28 @@ class Backend:
     client: aioredis.Redis
     settings: MeshSettings
 
-    def bus(self, service: str, *, consumer_name: str | None = None, **timings: Any) -> MeshBus:
+    def bus(
+        self,
+        service: str,
+        *,
+        consumer_name: str | None = None,
+        tracer_provider: TracerProvider | None = None,
+        **timings: Any,
+    ) -> MeshBus:
         """A bus of ``service``; ``timings`` override the test's settings (bus_* fields)."""
         settings = self.settings.model_copy(update=timings) if timings else self.settings
-        return MeshBus(settings, service, consumer_name=consumer_name, connection=self.connection)
+        return MeshBus(
+            settings,
+            service,
+            consumer_name=consumer_name,
+            connection=self.connection,
+            tracer_provider=tracer_provider,
+        )
+
+    @property
+    def real(self) -> bool:
+        """A real server (which counts the commands it ran), not the twin."""
+        return self.settings.redis_url != NOWHERE
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -514,3 +536,54 @@ async def test_entries_of_two_streams_with_the_same_id_are_each_handled(backend:
         await wait_drained(backend.client, events.LABELS, "same-ids")
         await wait_drained(backend.client, events.INGEST_REQUESTED, "same-ids")
     assert sorted(started) == [events.INGEST_REQUESTED, events.LABELS]
+
+
+async def test_a_flood_of_malformed_entries_is_read_ahead_and_good_events_in_it_keep_their_traces(
+    backend: Backend,
+) -> None:
+    """One read and one transaction per malformed entry would let a flood hold good events back for
+    minutes: after a malformed entry the consumer reads ahead. Each malformed entry still gets its own
+    letter (attempt 1, once), and each good one among them is handled once, in its producer's trace."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    producer = backend.bus("producer", tracer_provider=provider)
+    consumer = backend.bus("audit", tracer_provider=provider, bus_reclaim_idle_ms=60_000, bus_read_ahead=50)
+    handled: list[tuple[str, int]] = []
+
+    async def handler(event: Envelope[LabelObserved]) -> None:
+        handled.append((event.payload.request_id, trace.get_current_span().get_span_context().trace_id))
+
+    consumer.consume(events.LABELS, handler)
+    malformed = itertools.cycle(
+        [{b"__data__": raw.encode()} for raw, _ in INVALID_ENTRIES.values()]
+        + list(UNREADABLE_ENTRIES.values())
+    )
+    bad_ids: list[str] = []
+    upload_traces: dict[str, int] = {}
+    async with running(producer):
+        for i in range(400):
+            if i % 40 == 39:  # a good event among them, published in a trace of its own
+                with provider.get_tracer("test").start_as_current_span("upload") as upload:
+                    await producer.emit(events.LABELS, label(f"good-{i}"))
+                upload_traces[f"good-{i}"] = upload.get_span_context().trace_id
+            else:
+                bad_ids.append((await backend.client.xadd(events.LABELS, next(malformed))).decode())
+        reads_before = await _reads(backend)
+        async with running(consumer):
+            letters = await dead_letters(backend.client, at_least=len(bad_ids))
+            await wait_drained(backend.client, events.LABELS, "audit")
+        reads = await _reads(backend) - reads_before
+
+    assert sorted(letter.payload.message_id for letter in letters) == sorted(bad_ids)
+    assert {letter.payload.attempts for letter in letters} == {1}
+    assert handled == [(request_id, trace_id) for request_id, trace_id in upload_traces.items()]
+    if backend.real:  # about one read per 50 entries, not one per entry
+        assert reads < 40, reads
+
+
+async def _reads(backend: Backend) -> int:
+    if not backend.real:
+        return 0
+    stats = await backend.client.info("commandstats")
+    return int(stats.get("cmdstat_xreadgroup", {}).get("calls", 0))
