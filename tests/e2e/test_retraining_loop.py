@@ -25,6 +25,7 @@ from shared.ml.datasets import load_schema
 from shared.ops.demo_data import EXAMPLE_RECORD, cancer, cancer_record, generate
 from shared.ops.driver import MeshDriver
 from shared.ops.processes import registry_token
+from tests.support.readme import run_block, section_blocks
 from tests.support.stack import running_stack, stack_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -337,6 +338,26 @@ def test_a_second_model_serves_beside_the_first_and_each_moves_on_its_own(mesh: 
     for model in (MODEL, CANCER):
         champion = mesh.mlflow.get_model_version_by_alias(model, "champion").version
         mesh.wait_for_version(champion, model)
+
+
+def test_the_readme_commands_run_as_written(mesh: MeshDriver) -> None:
+    """An operator follows the README's "Using it" against the stack the scenario left (several versions
+    of each model): every command succeeds, and the events it published were handled, none dead-lettered.
+    Its own request ids stand where the README says "<from /predict>"."""
+    letters_before = mesh.count(events.DEADLETTER)
+    request_id = mesh.predict(RECORD).json()["request_id"]
+    blocks = section_blocks("Using it")
+    assert len(blocks) >= 6, blocks
+    for block in blocks:
+        run_block(block, mesh.settings, {"<from /predict>": request_id})
+
+    def ingest_caught_up() -> bool | None:
+        [group] = mesh.redis.xinfo_groups(events.INGEST_REQUESTED)
+        return (group["lag"] == 0 and group["pending"] == 0) or None
+
+    mesh.wait_for("ingest to handle the published requests", ingest_caught_up)
+    letters = mesh.events(events.DEADLETTER)[letters_before:]
+    assert [(letter.payload.stream, letter.payload.error) for letter in letters] == []
 
 
 def test_no_log_or_trace_of_the_whole_run_holds_the_registry_token(mesh: MeshDriver) -> None:
