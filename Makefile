@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo up down status logs test test-chaos test-unit test-integration test-e2e lint bench clean
+.PHONY: help install demo up down status logs test test-chaos test-observability test-unit test-integration test-e2e lint bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}'
@@ -46,6 +46,11 @@ test: install lint ## lint, then every test: unit, integration (real Redis, MLfl
 
 test-chaos: install ## faults and hostile input over the whole stack; report in tests/reports/chaos.json
 	$(BIN)/python -m pytest -m chaos tests/chaos
+
+test-observability: install ## a real Prometheus scrapes the stack, every dashboard panel has data, Chromium renders the pages
+	@command -v prometheus >/dev/null && command -v chromium >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus chromium)
+	$(BIN)/python -m pytest -m observability tests/observability
 
 test-unit: install ## unit tests only (no servers)
 	$(BIN)/python -m pytest tests/unit

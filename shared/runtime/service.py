@@ -325,6 +325,13 @@ class _HttpTelemetry:
 
     def __init__(self, app: ASGIApp, service: str, routes: Sequence[BaseRoute], tracer: Tracer) -> None:
         self.app, self.service, self.routes, self.tracer = app, service, routes, tracer
+        # Each route's success series exported from the start: a series born at its first request holds
+        # that request in its first sample, where rate() cannot see it, so the first minute of a route's
+        # traffic would show on no dashboard.
+        for route in routes:
+            success = str(getattr(route, "status_code", None) or 200)
+            for method in set(getattr(route, "methods", None) or ()) - {"HEAD"}:
+                HTTP_LATENCY.labels(service, method, getattr(route, "path", "other"), success)
 
     def _template(self, scope: Scope) -> str:
         for route in self.routes:
