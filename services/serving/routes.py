@@ -1,21 +1,27 @@
 """The serving service's HTTP endpoints beside BentoML's: what is serving.
 
 ``GET /models`` lists every served model, ``GET /models/{name}`` shows one, and ``GET /model`` the only
-one when exactly one is served (409 listing them when several are). BentoML answers ``/healthz``,
-``/livez``, ``/readyz`` and ``/metrics`` itself, ahead of mounted routes. These are mounted on BentoML's
-server (``bentoml.asgi_app``), declared with the service class before any instance exists, so they find
-the worker's deps through BentoML's current service.
+one when exactly one is served (409 listing them when several are). ``GET /openapi.json`` and
+``GET /models/{name}/openapi.json`` are the service's OpenAPI document typed for the declared models.
+BentoML answers ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics`` itself, ahead of mounted routes.
+These are mounted on BentoML's server (``bentoml.asgi_app``), declared with the service class before any
+instance exists, so they find the worker's deps through BentoML's current service.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import bentoml
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from services.serving.catalog import ModelNotNamed, UnknownModel
 from services.serving.deps import ServingDeps
+from services.serving.holder import ModelHolder
+from services.serving.openapi import declared_record, typed_spec
 from services.serving.refusals import refusal
 
 
@@ -76,8 +82,43 @@ async def model_detail(request: Request) -> JSONResponse:
     return JSONResponse(body, headers=headers)
 
 
+async def openapi_document(_: Request) -> JSONResponse:
+    """GET /openapi.json: BentoML's document typed for every declared model (services.serving.openapi)."""
+    deps = _deps()
+    records = {name: _record(deps, holder) for name, holder in deps.models.holders.items()}
+    return JSONResponse(typed_spec(_bentoml_document(), records), headers=deps.worker_header)
+
+
+async def model_openapi_document(request: Request) -> JSONResponse:
+    """GET /models/{name}/openapi.json: the document for asking this model alone."""
+    deps = _deps()
+    name = request.path_params["name"]
+    try:
+        holder = await deps.models.holder(name)
+    except UnknownModel as exc:
+        return refusal(exc, deps.worker_header)
+    return JSONResponse(
+        typed_spec(_bentoml_document(), {name: _record(deps, holder)}), headers=deps.worker_header
+    )
+
+
+def _record(deps: ServingDeps, holder: ModelHolder) -> type[BaseModel]:
+    """The record requests are validated against: the served version's, else the declared one."""
+    loaded = holder.current
+    return loaded.record if loaded is not None else declared_record(holder.config, deps.settings.config_dir)
+
+
+def _bentoml_document() -> dict[str, Any]:
+    from services.serving.app import SERVICE  # the service these routes are mounted on (imported after it)
+
+    spec: dict[str, Any] = SERVICE.openapi_spec.asdict()
+    return spec
+
+
 ROUTES = [
     Route("/model", model_info),
     Route("/models", models_list),
     Route("/models/{name}", model_detail),
+    Route("/models/{name}/openapi.json", model_openapi_document),
+    Route("/openapi.json", openapi_document),
 ]

@@ -210,10 +210,36 @@ def serving_url(redis_port: int, mlflow_uri: str, tmp_path_factory: pytest.TempP
         server.stop()
 
 
+def test_serving_documents_each_models_record_with_its_types_ranges_and_categories(serving_url: str) -> None:
+    """BentoML's /docs.json knows no model; /openapi.json and /models/{name}/openapi.json type the bodies."""
+    spec = httpx.get(f"{serving_url}/models/{SERVED}/openapi.json", timeout=30).json()
+    schemas = spec["components"]["schemas"]
+    [record_key] = [key for key in schemas if key.endswith("Record")]
+    record = schemas[record_key]
+    assert record["additionalProperties"] is False and "age" in record["required"]
+    assert record["properties"]["age"] == {
+        "maximum": 100.0,
+        "minimum": 18.0,
+        "title": "Age",
+        "type": "integer",
+    }
+    assert record["properties"]["region"]["enum"] == ["north", "south", "east", "west"]
+    one = schemas["predict__Input"]
+    assert one["properties"]["features"]["$ref"] == f"#/components/schemas/{record_key}"
+    assert one["properties"]["model"]["enum"] == [SERVED] and one["required"] == ["features"]
+    assert schemas["predict_batch__Input"]["properties"]["records"]["items"] == {
+        "$ref": f"#/components/schemas/{record_key}"
+    }
+    assert httpx.get(f"{serving_url}/openapi.json", timeout=30).json()["components"]["schemas"][record_key]
+    unknown = httpx.get(f"{serving_url}/models/not-declared/openapi.json", timeout=30)
+    assert unknown.status_code == 404 and unknown.json()["field"] == "model"
+
+
 def test_serving_answers_generated_requests_without_a_server_error_naming_every_refused_field(
     serving_url: str,
 ) -> None:
-    schema = schemathesis.openapi.from_url(f"{serving_url}/docs.json", timeout=30)
+    # The typed document: valid requests are real predictions, broken ones break a record's declared rules.
+    schema = schemathesis.openapi.from_url(f"{serving_url}/openapi.json", timeout=30)
     tried = set()
     for result in schema.get_all_operations():
         operation = result.ok()
