@@ -64,14 +64,21 @@ async def models_list(_: Request) -> JSONResponse:
     return JSONResponse(body, headers=deps.worker_header)
 
 
+async def _named(request: Request) -> tuple[ServingDeps, ModelHolder | JSONResponse]:
+    """The worker's deps and the holder of the model the path names, or the 404 naming it."""
+    deps = _deps()
+    try:
+        return deps, await deps.models.holder(request.path_params["name"])
+    except UnknownModel as exc:
+        return deps, refusal(exc, deps.worker_header)
+
+
 async def model_detail(request: Request) -> JSONResponse:
     """GET /models/{name}: one served model; with its snapshots, load time and inputs when loaded."""
-    deps = _deps()
-    name = request.path_params["name"]
-    try:
-        holder = await deps.models.holder(name)
-    except UnknownModel as exc:
-        return refusal(exc, deps.worker_header)
+    deps, holder = await _named(request)
+    if isinstance(holder, JSONResponse):
+        return holder
+    name = holder.name
     if not holder.served:
         served = deps.models.served_names()
         body = {"error": f"no version of {name} is served", "model": name, "served": served}
@@ -91,15 +98,11 @@ async def openapi_document(_: Request) -> JSONResponse:
 
 async def model_openapi_document(request: Request) -> JSONResponse:
     """GET /models/{name}/openapi.json: the document for asking this model alone."""
-    deps = _deps()
-    name = request.path_params["name"]
-    try:
-        holder = await deps.models.holder(name)
-    except UnknownModel as exc:
-        return refusal(exc, deps.worker_header)
-    return JSONResponse(
-        typed_spec(_bentoml_document(), {name: _record(deps, holder)}), headers=deps.worker_header
-    )
+    deps, holder = await _named(request)
+    if isinstance(holder, JSONResponse):
+        return holder
+    document = typed_spec(_bentoml_document(), {holder.name: _record(deps, holder)})
+    return JSONResponse(document, headers=deps.worker_header)
 
 
 def _record(deps: ServingDeps, holder: ModelHolder) -> type[BaseModel]:
