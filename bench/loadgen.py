@@ -24,9 +24,16 @@ class Tally:
     connection_errors: int = 0
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    """Reads one response whole (Content-Length or chunked); returns its status code."""
-    status = int((await reader.readline()).split(b" ", 2)[1])
+async def read_response(
+    reader: asyncio.StreamReader, captured: tuple[bytes, ...] = ()
+) -> tuple[int, dict[bytes, str]]:
+    """Reads one response whole (Content-Length or chunked): its status, and the ``captured`` headers
+    (lower-case names) it carried."""
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionResetError("connection closed before the status line")
+    status = int(status_line.split(b" ", 2)[1])
+    headers: dict[bytes, str] = {}
     length, chunked = 0, False
     while (line := await reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.partition(b":")
@@ -35,13 +42,15 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
             length = int(value)
         elif name == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
+        elif name in captured:
+            headers[name] = value.strip().decode()
     if not chunked:
         await reader.readexactly(length)
-        return status
+        return status, headers
     while size := int((await reader.readline()).split(b";")[0], 16):
         await reader.readexactly(size + 2)
     await reader.readline()  # the blank line after the last chunk
-    return status
+    return status, headers
 
 
 async def _connection(port: int, request: bytes, warmup_end: float, end: float, tally: Tally) -> None:
@@ -49,7 +58,7 @@ async def _connection(port: int, request: bytes, warmup_end: float, end: float, 
     try:
         while (started := time.perf_counter()) < end:
             writer.write(request)
-            status = await _read_response(reader)
+            status, _ = await read_response(reader)
             if started >= warmup_end:
                 tally.latencies_ms.append((time.perf_counter() - started) * 1000)
                 tally.statuses[status] = tally.statuses.get(status, 0) + 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -26,7 +27,7 @@ from shared.ml.modeling import ModelConfig
 INPUTS = {"predict__Input": ("features", False), "predict_batch__Input": ("records", True)}
 
 
-def declared_record(config: ModelConfig, config_dir: Any) -> type[BaseModel]:
+def declared_record(config: ModelConfig, config_dir: Path) -> type[BaseModel]:
     """The record a request for ``config``'s model carries, from its declared schema and features."""
     columns = load_feature_spec(config_dir, config.dataset).input_columns
     return record_model(load_schema(config_dir, config.dataset), columns)
@@ -56,7 +57,7 @@ def typed_spec(base: dict[str, Any], records: dict[str, type[BaseModel]]) -> dic
             variants.append(
                 {
                     "type": "object",
-                    "title": f"{name}",
+                    "title": name,
                     # The one model may be left out while it is the only one served.
                     "required": [field] if only else ["model", field],
                     "properties": {

@@ -215,31 +215,25 @@ class Deliveries:
         reads one entry at a time otherwise, so that replicas share slow work. The entries read here are
         in flight and under lease until handled, each valid one in a span continuing its own trace; on
         stop, those not yet handled stay pending for the sweep."""
-        stream, group = consumer.stream, consumer.group
+        stream = consumer.stream
         while not self.stopping:
             reply: Any = await self.redis.xreadgroup(
-                group, self.consumer_name, {stream: ">"}, count=self.settings.bus_read_ahead
+                consumer.group, self.consumer_name, {stream: ">"}, count=self.settings.bus_read_ahead
             )
             read: list[tuple[str, Mapping[Any, Any]]] = [
                 (as_text(i), fields) for _, entries in reply or [] for i, fields in entries
             ]
             if not read:
                 return
-            ids = [message_id for message_id, _ in read]
-            keys = {_entry_key(consumer, message_id) for message_id in ids}
-            self.in_flight.update(keys)
-            try:
-                with self._lease(stream, group, ids):
-                    readable, refused = _read_entries(consumer, read)
-                    if refused:
-                        await self._dead_letter(consumer, *refused)
-                    for entry in readable:
-                        if self.stopping:
-                            return
-                        with self._span(stream, entry.headers):
-                            await self._handle(consumer, entry.message_id, entry.raw, entry.envelope, 1)
-            finally:
-                self.in_flight.difference_update(keys)
+            with self._holding(consumer, [message_id for message_id, _ in read]):
+                readable, refused = _read_entries(consumer, read)
+                if refused:
+                    await self._dead_letter(consumer, *refused)
+                for entry in readable:
+                    if self.stopping:
+                        return
+                    with self._span(stream, entry.headers):
+                        await self._handle(consumer, entry.message_id, entry.raw, entry.envelope, 1)
             if not refused:
                 return
 
@@ -265,13 +259,20 @@ class Deliveries:
         The whole batch is in flight and under lease from the read on: were only the valid entries, an
         invalid one waiting its turn behind a slow batch could be reclaimed and dead-lettered twice."""
         ids = [as_text(i) for i in message.raw_message["message_ids"]]
-        entries = {_entry_key(consumer, message_id) for message_id in ids}
-        self.in_flight.update(entries)
+        with self._holding(consumer, ids):
+            await self._handle_batch(consumer, handler, ids, message.raw_message["data"])
+
+    @contextlib.contextmanager
+    def _holding(self, consumer: Consumer, ids: Sequence[str]) -> Iterator[None]:
+        """Entries read together, in flight (no sweep of this process hands them out again) and under
+        lease (no other consumer's sweep claims them) while inside."""
+        keys = {_entry_key(consumer, message_id) for message_id in ids}
+        self.in_flight.update(keys)
         try:
             with self._lease(consumer.stream, consumer.group, ids):
-                await self._handle_batch(consumer, handler, ids, message.raw_message["data"])
+                yield
         finally:
-            self.in_flight.difference_update(entries)
+            self.in_flight.difference_update(keys)
 
     async def _handle_batch(
         self, consumer: Consumer, handler: BatchHandler[Any], ids: list[str], data: list[Any]
@@ -412,9 +413,9 @@ class Deliveries:
         transaction = self.redis.pipeline(transaction=True)
         # A letter of an entry that could not be read continues no chain and carries no trace: written
         # plainly, without FastStream's publish path (most of a flood's cost per letter).
-        chained = [r.envelope is not None for r in refusals]
-        await self._publisher.stage(transaction, [x for x, c in zip(letters, chained, strict=True) if c])
-        self._publisher.stage_plain(transaction, [x for x, c in zip(letters, chained, strict=True) if not c])
+        pairs = list(zip(refusals, letters, strict=True))
+        await self._publisher.stage(transaction, [letter for r, letter in pairs if r.envelope is not None])
+        self._publisher.stage_plain(transaction, [letter for r, letter in pairs if r.envelope is None])
         transaction.xack(stream, group, *ids)
         transaction.hdel(errors_key(stream, group), *ids)
         await transaction.execute()

@@ -10,9 +10,10 @@ server that comes back is seen to come back. While it runs, ``--progress FILE`` 
 requests were answered (200) and failed, and how far behind its schedule the load is: how long ago the
 oldest request that is due and not yet answered was due.
 
-Raw asyncio sockets, as in bench/loadgen.py: an HTTP client library would cost more CPU than the server
-under test on a 2-core machine. The schedule does not wait for slow answers (no coordinated omission): a
-request is due at its time whatever happened before, and its latency counts from then.
+Raw asyncio sockets, answers read by bench/loadgen.py's parser: an HTTP client library would cost more CPU
+than the server under test on a 2-core machine. The schedule does not wait for slow answers (no
+coordinated omission): a request is due at its time whatever happened before, and its latency counts
+from then.
 """
 
 from __future__ import annotations
@@ -25,35 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.loadgen import read_response
+
 PROGRESS_EVERY_S = 0.2
 READ_TIMEOUT_S = 30.0  # serving's own request timeout (traffic.timeout): an answer later than this is none
 CAPTURED_HEADERS = (b"x-model-version", b"x-serving-worker")
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, str]]:
-    """One response read whole (Content-Length or chunked): its status and the captured headers."""
-    status_line = await reader.readline()
-    if not status_line:
-        raise ConnectionResetError("connection closed before the status line")
-    status = int(status_line.split(b" ", 2)[1])
-    headers: dict[bytes, str] = {}
-    length, chunked = 0, False
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-        elif name in CAPTURED_HEADERS:
-            headers[name] = value.strip().decode()
-    if not chunked:
-        await reader.readexactly(length)
-        return status, headers
-    while size := int((await reader.readline()).split(b";")[0], 16):
-        await reader.readexactly(size + 2)
-    await reader.readline()  # the blank line after the last chunk
-    return status, headers
 
 
 class Connection:
@@ -69,7 +46,7 @@ class Connection:
         reader, writer = self.streams
         try:
             writer.write(request)
-            return await asyncio.wait_for(read_response(reader), READ_TIMEOUT_S)
+            return await asyncio.wait_for(read_response(reader, CAPTURED_HEADERS), READ_TIMEOUT_S)
         except BaseException:
             self.close()
             raise
