@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 from typing import Any, cast
 
 import bentoml
@@ -22,10 +23,11 @@ from starlette.applications import Starlette
 
 from services.serving import consumers, inference_protocol, routes
 from services.serving.answers import Prediction, Predictions
+from services.serving.batching import RecordBatcher
 from services.serving.catalog import ModelCatalog
 from services.serving.deps import ServingDeps
 from services.serving.predictions import predict_many, predict_one, traced
-from services.serving.refusals import NamedRefusals, is_prediction_path
+from services.serving.refusals import PREDICTION_URLS, NamedRefusals, is_prediction_path
 from services.serving.sampler import PredictionSampler
 from shared import events
 from shared.bus import MeshBus
@@ -39,7 +41,15 @@ from shared.runtime.telemetry import setup_tracing
 
 @bentoml.asgi_app(Starlette(routes=[*routes.ROUTES, *inference_protocol.ROUTES]), path="/")
 # BentoML takes the worker count from the class declaration, so this one setting is read on import.
-@bentoml.service(name="mesh-serving", workers=MeshSettings().serving_workers, traffic={"timeout": 30})
+@bentoml.service(
+    name="mesh-serving",
+    workers=MeshSettings().serving_workers,
+    traffic={"timeout": 30},
+    # The mesh's own server span, metrics and structured logs cover the prediction routes: BentoML's access
+    # log line and its (unsampled, unexported) span per request only cost time on the hot path.
+    logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": PREDICTION_URLS},
+)
 class MeshServing:
     def __init__(self) -> None:
         settings = MeshSettings()
@@ -51,13 +61,17 @@ class MeshServing:
         models = ModelCatalog(
             settings.config_dir, mlflow_client(settings), settings.serving_max_loaded_models, tracer
         )
+        sampler = PredictionSampler(bus, settings.serving_sample_rate)
         self.deps = ServingDeps(
             settings=settings,
             bus=bus,
             tracer=tracer,
             log=get_logger("mesh.serving"),
             models=models,
-            sampler=PredictionSampler(bus, settings.serving_sample_rate),
+            sampler=sampler,
+            batcher=RecordBatcher(sampler, settings.serving_batch_max_records)
+            if settings.serving_batch_max_records > 1
+            else None,
         )
         bus.listen(events.MODEL_PROMOTED, functools.partial(consumers.on_model_promoted, self.deps))
         models.on_swap_failed = functools.partial(consumers.announce_swap_failure, self.deps)
@@ -77,6 +91,10 @@ class MeshServing:
         # MLflow may be down.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.deps.models.settled.wait(), self.deps.settings.startup_timeout_s)
+        # What is alive now (libraries, models) lives as long as the worker: leaving it out of the
+        # collector's full passes keeps those from stalling every request for a long heap walk.
+        gc.collect()
+        gc.freeze()
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
@@ -85,6 +103,8 @@ class MeshServing:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follower
         await self.deps.models.stop()
+        if self.deps.batcher is not None:
+            self.deps.batcher.stop()
         await self.deps.sampler.stop()
         await self.deps.bus.stop()
         self.tracer_provider.shutdown()

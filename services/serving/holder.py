@@ -12,6 +12,7 @@ services.serving.catalog).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
@@ -32,7 +33,7 @@ from pydantic import BaseModel
 from sklearn.base import is_classifier
 
 from services.serving.metrics import MODEL_LOADED, MODEL_LOADS, MODEL_SWAP_SECONDS, MODEL_VERSION
-from services.serving.records import record_model, validate_records
+from services.serving.records import RecordError, record_model, validate_records, validated_row
 from shared.events import utcnow
 from shared.ml.datasets import DatasetSchema
 from shared.ml.features import FeaturePipeline
@@ -101,10 +102,27 @@ class LoadedModel:
             "inputs": self.columns,
         }
 
+    @functools.cached_property
+    def dtypes(self) -> dict[str, pl.DataType]:
+        """The model's inputs, typed as the schema declares them."""
+        return {c: self.schema.polars_schema[c] for c in self.columns}
+
     def validate(self, records: list[Any], where: str) -> pl.DataFrame:
         """Records -> a frame typed as the schema declares the model's inputs (see validate_records)."""
-        dtypes = {c: self.schema.polars_schema[c] for c in self.columns}
-        return validate_records(self.record, dtypes, records, where)
+        return validate_records(self.record, self.dtypes, records, where)
+
+    def validate_each(self, records: list[Any], where: str) -> tuple[pl.DataFrame, list[RecordError | None]]:
+        """Records validated one by one, each named ``where``: the frame of those that fit, in order, and
+        each record's refusal (None where it fit)."""
+        rows: list[dict[str, Any]] = []
+        refusals: list[RecordError | None] = []
+        for raw in records:
+            try:
+                rows.append(validated_row(self.record, raw, where))
+                refusals.append(None)
+            except RecordError as exc:
+                refusals.append(exc)
+        return pl.DataFrame(rows, schema=self.dtypes, orient="row"), refusals
 
     def predict(self, frame: pl.DataFrame) -> Outputs:
         return predict_outputs(self.model, frame, self.task)

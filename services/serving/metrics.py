@@ -18,3 +18,9 @@ MODEL_EVICTIONS = Counter(
 )
 PREDICTIONS = Counter("mesh_predictions_total", "Records predicted", ["model", "version"])
 PREDICTIONS_DROPPED = Counter("mesh_prediction_records_dropped_total", "Sampled records dropped (queue full)")
+BATCHED_RECORDS = Histogram(
+    "mesh_serving_batch_records",
+    "Single-record predictions scored together in one model call (adaptive batching)",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)

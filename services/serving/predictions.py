@@ -10,13 +10,13 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Tracer
 from starlette.responses import JSONResponse
 
+from services.serving.batching import answered
 from services.serving.catalog import ModelLookupError
 from services.serving.deps import ServingDeps
 from services.serving.holder import LoadedModel
-from services.serving.metrics import PREDICTIONS
 from services.serving.records import RecordError
 from services.serving.refusals import refusal
-from services.serving.sampler import PredictionSampler, new_request_ids
+from services.serving.sampler import PredictionSampler
 
 
 def _bad_record(deps: ServingDeps, exc: RecordError) -> JSONResponse:
@@ -26,12 +26,9 @@ def _bad_record(deps: ServingDeps, exc: RecordError) -> JSONResponse:
 def answer(
     loaded: LoadedModel, sampler: PredictionSampler, records: list[Any], where: str
 ) -> list[dict[str, Any]]:
+    """The records' answers, scored together; RecordError names the first record that does not fit."""
     frame = loaded.validate(records, where)
-    outputs = loaded.predict(frame)
-    request_ids = new_request_ids(frame.height)
-    sampler.offer(loaded, frame, outputs, request_ids)
-    PREDICTIONS.labels(loaded.name, loaded.version).inc(frame.height)
-    return [{"request_id": rid, **outputs.answer(row)} for row, rid in enumerate(request_ids)]
+    return answered(loaded, sampler, frame, loaded.predict(frame))
 
 
 async def predict_one(deps: ServingDeps, model: str | None, features: dict[str, Any]) -> JSONResponse:
@@ -41,7 +38,10 @@ async def predict_one(deps: ServingDeps, model: str | None, features: dict[str, 
     except ModelLookupError as exc:
         return refusal(exc, deps.worker_header)
     try:
-        [result] = answer(loaded, deps.sampler, [features], "features")
+        if deps.batcher is None:
+            [result] = answer(loaded, deps.sampler, [features], "features")
+        else:
+            result = await deps.batcher.answer(loaded, features)
     except RecordError as exc:
         return _bad_record(deps, exc)
     body = {**result, "model": loaded.provenance()}

@@ -51,15 +51,18 @@ def validate_records(
     record: type[BaseModel], dtypes: dict[str, pl.DataType], records: list[Any], where: str
 ) -> pl.DataFrame:
     """Records -> a frame of ``dtypes``, or RecordError naming the first bad field (``features.age``)."""
-    rows = []
-    for index, raw in enumerate(records):
-        prefix = where if len(records) == 1 and where == "features" else f"{where}[{index}]"
-        if not isinstance(raw, dict):
-            raise RecordError(prefix, "must be an object of named fields")
-        try:
-            rows.append(record.model_validate(raw).model_dump())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            location = ".".join(str(p) for p in first["loc"])
-            raise RecordError(f"{prefix}.{location}" if location else prefix, first["msg"]) from None
+    alone = len(records) == 1 and where == "features"
+    rows = [validated_row(record, raw, where if alone else f"{where}[{i}]") for i, raw in enumerate(records)]
     return pl.DataFrame(rows, schema=dtypes, orient="row")
+
+
+def validated_row(record: type[BaseModel], raw: Any, where: str) -> dict[str, Any]:
+    """One record -> its validated fields, or RecordError naming the first bad one under ``where``."""
+    if not isinstance(raw, dict):
+        raise RecordError(where, "must be an object of named fields")
+    try:
+        return record.model_validate(raw).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        location = ".".join(str(p) for p in first["loc"])
+        raise RecordError(f"{where}.{location}" if location else where, first["msg"]) from None

@@ -5,6 +5,7 @@ refusals BentoML makes itself, of a body that does not fit an API's arguments, p
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -91,8 +92,13 @@ class NamedRefusals:
         await self.app(scope, receive, rewrite)
 
 
+# The routes that answer predictions, as regular expressions of their paths.
+PREDICTION_ROUTES = ("/predict", "/predict_batch", "/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
+_PREDICTION_PATH = re.compile(f"^(?:{'|'.join(PREDICTION_ROUTES)})$")
+# The same routes as OpenTelemetry's URL exclusions (searched in the whole URL, scheme and host first).
+PREDICTION_URLS = [f"://[^/]+{route}$" for route in PREDICTION_ROUTES]
+
+
 def is_prediction_path(path: str) -> bool:
     """The routes that answer predictions: the mesh's APIs and the Open Inference Protocol's ``infer``."""
-    return path in ("/predict", "/predict_batch") or (
-        path.startswith("/v2/models/") and path.endswith("/infer")
-    )
+    return _PREDICTION_PATH.match(path) is not None

@@ -94,6 +94,9 @@ class MeshSettings(BaseSettings):
     serving_workers: int = Field(default=1, ge=1)
     serving_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="share of predictions sent")
     serving_reconcile_s: float = Field(default=30.0, gt=0, description="check the champion alias this often")
+    serving_batch_max_records: int = Field(
+        default=64, ge=1, description="single-record predictions scored together at most; 1: no batching"
+    )
     serving_max_loaded_models: int = Field(
         default=8, ge=1, description="models held in memory per worker; the least recently used unloads"
     )

@@ -352,6 +352,51 @@ def test_open_inference_protocol_clients_are_answered_like_the_mesh_own(
     assert unknown.status_code == 404
 
 
+def batched_records(server: ServingServer) -> tuple[float, float]:
+    """From the server's /metrics: single-record predictions scored in batches, and how many batches."""
+    text = httpx.get(f"{server.url}/metrics", timeout=5).text
+    totals = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        for part in totals:
+            if line.startswith(f"mesh_serving_batch_records_{part}{{"):
+                totals[part] += float(line.rsplit(" ", 1)[1])
+    return totals["sum"], totals["count"]
+
+
+def test_concurrent_single_records_are_batched_and_each_answered_as_alone(
+    servers: dict[str, ServingServer], versions: Mesh
+) -> None:
+    main = servers["main"]
+    wait_loaded(main, {DEMO, SENSORS})
+    names = [DEMO, SENSORS] * 32
+    bad = 17  # one record of the demo's model that does not fit its inputs
+    bodies = [{"model": n, "features": dict(RECORDS[n])} for n in names]
+    bodies[bad]["features"]["tenure_months"] = -3
+    records_before, batches_before = batched_records(main)
+
+    async def send_all() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(bodies))
+        async with httpx.AsyncClient(base_url=main.url, timeout=30, limits=limits) as http:
+            return await asyncio.gather(*(http.post("/predict", json=body) for body in bodies))
+
+    responses = asyncio.run(send_all())
+    alone = {name: predict(main.url, name).json() for name in (DEMO, SENSORS)}
+    for index, (name, response) in enumerate(zip(names, responses, strict=True)):
+        if index == bad:
+            assert response.status_code == 422 and response.json()["field"] == "features.tenure_months"
+            continue
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert response.headers["x-model-version"] == f"{name}/{body['model']['version']}"
+        assert body["model"]["name"] == name
+        assert body["probability"] == pytest.approx(alone[name]["probability"])
+    assert len({r.headers["x-request-id"] for r in responses if r.status_code == 200}) == len(names) - 1
+    records, batches = batched_records(main)
+    scored = records - records_before
+    assert scored == len(names) + 2  # every record once (the bad one too), and the two sent alone
+    assert batches - batches_before < scored, "no two concurrent records were scored together"
+
+
 def test_a_model_declared_and_promoted_while_serving_is_served_without_a_restart(
     servers: dict[str, ServingServer], versions: Mesh
 ) -> None:
