@@ -266,6 +266,8 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         console.print(f"idle read+reclaim calls/s per consumed stream: {idle}")
         result["idle_calls_per_s_per_stream"] = {k: round(v, 2) for k, v in idle.items()}
         result["idle_limit_per_s"] = 0.2
+        result["goal_ratio"] = 0.8  # one hop and batch consume, against raw redis-py
+        result["goal_dead_letters_per_s"] = 1000
         result["events"] = {
             "one_hop": args.events,
             "batch_consume": args.batch_events,

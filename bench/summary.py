@@ -24,7 +24,7 @@ from bench.report import RESULTS_DIR, commit, machine
 
 SUMMARY_NAME = "SUMMARY.md"
 # The order of the table; benchmarks not listed here come after, by name.
-KNOWN = ("event_to_live", "serving", "bus", "features", "drift")
+KNOWN = ("event_to_live", "serving", "bus", "features", "drift", "footprint")
 
 
 @dataclass(frozen=True)
@@ -105,36 +105,109 @@ def event_to_live_figures(doc: Mapping[str, Any]) -> list[Figure]:
 
 def serving_figures(doc: Mapping[str, Any]) -> list[Figure]:
     goal = _number(doc.get("goal_ratio"))
-    ratio = _number(doc.get("ratio_requests_per_s"))
+    goal_p99 = _number(doc.get("goal_p99_ratio"))
+    servers = doc.get("servers") or {}
+
+    def server(name: str, key: str) -> float | None:
+        return _number(_get(servers, name, key))
+
+    def at_least(value: float | None, baseline: float | None, bound: float | None) -> bool | None:
+        return None if bound is None or value is None or not baseline else value / baseline >= bound
+
+    def at_most(value: float | None, baseline: float | None, bound: float | None) -> bool | None:
+        return None if bound is None or value is None or not baseline else value / baseline <= bound
+
+    throughput, bare = server("bentoml", "requests_per_s"), server("bare_uvicorn", "requests_per_s")
+    p99, bare_p99 = server("bentoml", "p99_ms"), server("bare_uvicorn", "p99_ms")
     figures = [
         Figure(
-            "POST /predict throughput", "req/s",
-            _number(_get(doc, "servers", "bentoml", "requests_per_s")),
-            _number(_get(doc, "servers", "bare_uvicorn", "requests_per_s")), "bare uvicorn",
-            goal=f"ratio >= {goal:g}" if goal is not None else "",
-            met=None if goal is None or ratio is None else ratio >= goal,
-        )
+            "POST /predict throughput", "req/s", throughput, bare, "bare uvicorn",
+            goal=f"ratio >= {goal:g}" if goal is not None else "", met=at_least(throughput, bare, goal),
+        ),
+        Figure(
+            "POST /predict latency p50", "ms", server("bentoml", "p50_ms"), server("bare_uvicorn", "p50_ms"),
+            "bare uvicorn",
+        ),
+        Figure(
+            "POST /predict latency p99", "ms", p99, bare_p99, "bare uvicorn",
+            goal=f"ratio <= {goal_p99:g}" if goal_p99 is not None else "",
+            met=at_most(p99, bare_p99, goal_p99),
+        ),
     ]  # fmt: skip
-    for quantile in ("p50", "p99"):
+    unbatched = server("bentoml_unbatched", "requests_per_s")
+    if unbatched is not None:
+        figures.append(
+            Figure("POST /predict throughput, batching off", "req/s", unbatched, bare, "bare uvicorn")
+        )
+    batching = doc.get("batching")
+    if isinstance(batching, Mapping):
+        goals = batching.get("goal") or {}
+        for concurrency, key, goal_key, label, unit in (
+            ("64", "requests_per_s", "ratio_requests_per_s_at_64", "throughput", "req/s"),
+            ("1", "p50_ms", "ratio_p50_at_1", "latency p50", "ms"),
+        ):
+            on = _number(_get(batching, "by_concurrency", concurrency, "bentoml", key))
+            off = _number(_get(batching, "by_concurrency", concurrency, "bentoml_unbatched", key))
+            bound = _number(goals.get(goal_key))
+            check, sign = (at_least, ">=") if key == "requests_per_s" else (at_most, "<=")
+            figures.append(
+                Figure(
+                    f"adaptive batching, concurrency {concurrency}: {label}", unit, on, off, "batching off",
+                    goal=f"ratio {sign} {bound:g}" if bound is not None else "", met=check(on, off, bound),
+                )
+            )  # fmt: skip
+    swap = doc.get("hot_swap")
+    if isinstance(swap, Mapping) and "skipped" in swap:
+        figures.append(Figure("hot swap under load", "", None, note=str(swap["skipped"])))
+    elif isinstance(swap, Mapping):
+        failed = _number(swap.get("failed"))
+        rate = _number(swap.get("rate"))
         figures.append(
             Figure(
-                f"POST /predict latency {quantile}", "ms",
-                _number(_get(doc, "servers", "bentoml", f"{quantile}_ms")),
-                _number(_get(doc, "servers", "bare_uvicorn", f"{quantile}_ms")), "bare uvicorn",
+                f"hot swap under load ({rate:g} req/s paced): failed requests" if rate else
+                "hot swap under load: failed requests", "", failed, goal="0",
+                met=None if failed is None else failed == 0,
             )
+        )  # fmt: skip
+        swap_p99, steady_p99 = _number(_get(swap, "swap", "p99_ms")), _number(_get(swap, "steady", "p99_ms"))
+        bound = _number(_get(swap, "goal", "p99_ratio"))
+        figures.append(
+            Figure(
+                "hot swap under load: p99 while the new version loads", "ms", swap_p99, steady_p99,
+                "steady, same load", goal=f"ratio <= {bound:g}" if bound is not None else "",
+                met=at_most(swap_p99, steady_p99, bound),
+            )
+        )  # fmt: skip
+        figures.append(
+            Figure("hot swap under load: promotion -> first answer by it", "s",
+                   _number(swap.get("promotion_to_first_new_answer_s")))
         )  # fmt: skip
     return figures
 
 
 def bus_figures(doc: Mapping[str, Any]) -> list[Figure]:
-    figures = [
+    goal = _number(doc.get("goal_ratio"))
+    figures = []
+    for key, label in (("one_hop", "one hop (consume, emit, ack)"), ("batch_consume", "batch consume")):
+        value = _number(_get(doc, "events_per_s", key, "mesh_bus"))
+        baseline = _number(_get(doc, "events_per_s", key, "raw_redis_py"))
+        figures.append(
+            Figure(
+                f"{label} throughput", "events/s", value, baseline, "raw redis-py",
+                goal=f"ratio >= {goal:g}" if goal is not None else "",
+                met=None if goal is None or value is None or not baseline else value / baseline >= goal,
+            )
+        )  # fmt: skip
+    letters = _number(_get(doc, "events_per_s", "dead_letter", "mesh_bus"))
+    letters_goal = _number(doc.get("goal_dead_letters_per_s"))
+    figures.append(
         Figure(
-            f"{label} throughput", "events/s",
-            _number(_get(doc, "events_per_s", key, "mesh_bus")),
-            _number(_get(doc, "events_per_s", key, "raw_redis_py")), "raw redis-py",
+            "malformed events dead-lettered", "events/s", letters,
+            _number(_get(doc, "events_per_s", "dead_letter", "raw_redis_py")), "raw redis-py, batched",
+            goal=f">= {letters_goal:,.0f} events/s" if letters_goal is not None else "",
+            met=None if letters_goal is None or letters is None else letters >= letters_goal,
         )
-        for key, label in (("one_hop", "one hop (consume, emit, ack)"), ("batch_consume", "batch consume"))
-    ]  # fmt: skip
+    )  # fmt: skip
     limit = _number(doc.get("idle_limit_per_s"))
     idle = _number(_get(doc, "idle_calls_per_s_per_stream", "mesh_bus"))
     figures.append(
@@ -203,7 +276,28 @@ def drift_figures(doc: Mapping[str, Any]) -> list[Figure]:
     return figures
 
 
+def footprint_figures(doc: Mapping[str, Any]) -> list[Figure]:
+    goals = doc.get("goals") or {}
+    figures = []
+    for key, label, unit in (
+        ("processes", "idle local stack: processes", ""),
+        ("rss_mb", "idle local stack: memory (RSS)", "MB"),
+        ("cpu_percent_of_one_core", "idle local stack: CPU", "% of a core"),
+    ):
+        value = _number(_get(doc, "stack", key))
+        goal = _number(goals.get(key))
+        figures.append(
+            Figure(
+                label, unit, value, _number(_get(doc, "mlflow_server_defaults", key)),
+                "MLflow server alone, its defaults", goal=f"<= {goal:g}" if goal is not None else "",
+                met=None if goal is None or value is None else value <= goal,
+            )
+        )  # fmt: skip
+    return figures
+
+
 EXTRACTORS: dict[str, Callable[[Mapping[str, Any]], list[Figure]]] = {
+    "footprint": footprint_figures,
     "event_to_live": event_to_live_figures,
     "serving": serving_figures,
     "bus": bus_figures,

@@ -1,5 +1,5 @@
 """Serving under faults, on the whole stack as processes, with paced prediction load from a process of its
-own (tests/support/paced_load.py, every request recorded): a promotion hot-swapped under load, a serving
+own (bench/paced_load.py, every request recorded): a promotion hot-swapped under load, a serving
 worker killed with SIGKILL under load (one worker, then two), and promotions of a version whose model
 artifact is missing, then corrupt.
 
@@ -17,15 +17,15 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import yaml
 
+from bench.paced_load import PacedLoad, failures, stretch, window
+from bench.paced_load import paced_load as bench_paced_load
 from shared import events
 from shared.ops.demo_data import EXAMPLE_RECORD, generate
 from shared.ops.driver import MeshDriver
@@ -49,108 +49,10 @@ WORKER_MODULE = "_bentoml_impl.worker.service"  # BentoML's worker process, unde
 FAST_RECONCILE = {"MESH_SERVING_RECONCILE_S": "3"}
 
 
-@dataclass(frozen=True)
-class Request:
-    """One request of the paced load: when it was due, sent and answered (epoch s), and the answer."""
-
-    connection: int
-    due: float
-    sent: float
-    done: float
-    status: int  # 0: no answer (the connection broke, or timed out)
-    version: str  # X-Model-Version: "<model>/<version>"
-    worker: str  # X-Serving-Worker: the worker process's pid
-    error: str
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 200
-
-    @property
-    def latency_ms(self) -> float:
-        """From when it was due: a request held back by a slow server counts its wait."""
-        return (self.done - self.due) * 1000
-
-
-class PacedLoad:
-    """tests/support/paced_load.py at ``rate`` against ``port``, until :meth:`stop`."""
-
-    def __init__(self, port: int, rate: float, out: Path) -> None:
-        self.out = out
-        self.progress_file = out.with_suffix(".progress.json")
-        args = ["--port", str(port), "--body", BODY, "--rate", str(rate), "--connections", str(CONNECTIONS)]
-        files = ["--out", str(out), "--progress", str(self.progress_file)]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.paced_load", *args, *files], cwd=REPO_ROOT
-        )
-
-    def progress(self) -> dict[str, Any] | None:
-        """Answered and failed so far, and how far behind its schedule (None before the first report)."""
-        assert self.proc.poll() is None, "the load generator exited"
-        try:
-            progress: dict[str, Any] = json.loads(self.progress_file.read_text())
-        except FileNotFoundError:
-            return None
-        return progress
-
-    def wait_answered(self, count: int, what: str) -> None:
-        """Wait until ``count`` more requests have been answered than now."""
-        start = wait_until(self.progress, timeout=60, what="the load generator's first report")["answered"]
-        wait_until(lambda: self.answered() >= start + count, timeout=300, what=what)
-
-    def answered(self) -> int:
-        progress = self.progress()
-        return progress["answered"] if progress is not None else 0
-
-    def wait_caught_up(self, what: str) -> None:
-        """Wait until no request is overdue: every one due by now, but the few in flight, is answered."""
-        wait_until(lambda: (p := self.progress()) is not None and p["behind_s"] < 0.5, timeout=300, what=what)
-
-    def stop(self) -> list[Request]:
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(timeout=120) == 0, "the load generator failed"
-        table = json.loads(self.out.read_text())
-        return sorted((Request(*row) for row in table["rows"]), key=lambda r: r.due)
-
-
 @contextlib.contextmanager
 def paced_load(port: int, rate: float, out: Path) -> Iterator[PacedLoad]:
-    load = PacedLoad(port, rate, out)
-    try:
+    with bench_paced_load(port, rate, out, body=BODY, connections=CONNECTIONS) as load:
         yield load
-    finally:
-        if load.proc.poll() is None:
-            load.proc.kill()
-            load.proc.wait(timeout=30)
-
-
-def p99(requests: list[Request]) -> float | None:
-    latencies = [r.latency_ms for r in requests if r.ok]
-    return round(float(np.percentile(latencies, 99)), 1) if latencies else None
-
-
-def window(requests: list[Request], start: float, end: float) -> list[Request]:
-    return [r for r in requests if start <= r.due < end]
-
-
-def stretch(requests: list[Request]) -> dict[str, Any]:
-    """The figures of one stretch of the load."""
-    if not requests:
-        return {"requests": 0}
-    seconds = max(requests[-1].due - requests[0].due, 1e-3)
-    return {
-        "requests": len(requests),
-        "seconds": round(seconds, 2),
-        "answered_per_s": round(sum(r.ok for r in requests) / seconds, 1),
-        "failed": sum(not r.ok for r in requests),
-        "p50_ms": round(float(np.percentile([r.latency_ms for r in requests], 50)), 1),
-        "p99_ms": p99(requests),
-        "max_ms": round(max(r.latency_ms for r in requests), 1),
-    }
-
-
-def failures(requests: list[Request]) -> dict[str, int]:
-    return dict(Counter(r.error or f"HTTP {r.status}" for r in requests if not r.ok))
 
 
 def sustained_rate(port: int) -> float:

@@ -25,6 +25,22 @@ SERVING = doc(
     },
     ratio_requests_per_s=0.9,
     goal_ratio=0.9,
+    goal_p99_ratio=1.2,
+    batching={
+        "by_concurrency": {
+            "64": {"bentoml": {"requests_per_s": 1500.0}, "bentoml_unbatched": {"requests_per_s": 500.0}},
+            "1": {"bentoml": {"p50_ms": 2.4}, "bentoml_unbatched": {"p50_ms": 2.0}},
+        },
+        "goal": {"ratio_requests_per_s_at_64": 2.0, "ratio_p50_at_1": 1.1},
+    },
+    hot_swap={
+        "rate": 500,
+        "failed": 0,
+        "steady": {"p99_ms": 20.0},
+        "swap": {"p99_ms": 30.0},
+        "promotion_to_first_new_answer_s": 0.3,
+        "goal": {"failed": 0, "p99_ratio": 2.0},
+    },
 )
 BUS = doc(
     "bus",
@@ -34,6 +50,7 @@ BUS = doc(
     },
     idle_calls_per_s_per_stream={"mesh_bus": 3.0, "faststream_defaults": 10.0},
     idle_limit_per_s=2.0,
+    goal_ratio=0.8,
 )
 FEATURES = doc(
     "features",
@@ -92,8 +109,18 @@ def test_each_figure_stands_beside_its_baseline_and_ratio() -> None:
 
     served = row(text, "serving", "POST /predict throughput")
     assert served[2:7] == ["900 req/s", "1,000 req/s (bare uvicorn)", "0.9", "ratio >= 0.9", "yes"]
+    tail = row(text, "serving", "POST /predict latency p99")
+    assert tail[2:7] == ["80.0 ms", "60.0 ms (bare uvicorn)", "1.33", "ratio <= 1.2", "**no**"]
+    busy = row(text, "serving", "adaptive batching, concurrency 64")
+    assert busy[2:7] == ["1,500 req/s", "500 req/s (batching off)", "3", "ratio >= 2", "yes"]
+    alone = row(text, "serving", "adaptive batching, concurrency 1")
+    assert alone[4:7] == ["1.2", "ratio <= 1.1", "**no**"]
+    swapped = row(text, "serving", "hot swap under load (500 req/s paced): failed")
+    assert swapped[2] == "0" and swapped[5:7] == ["0", "yes"]
+    swap_tail = row(text, "serving", "hot swap under load: p99")
+    assert swap_tail[2:7] == ["30.0 ms", "20.0 ms (steady, same load)", "1.5", "ratio <= 2", "yes"]
     hop = row(text, "bus", "one hop")
-    assert hop[2:5] == ["1,000 events/s", "2,000 events/s (raw redis-py)", "0.5"]
+    assert hop[2:7] == ["1,000 events/s", "2,000 events/s (raw redis-py)", "0.5", "ratio >= 0.8", "**no**"]
     idle = row(text, "bus", "idle polling")
     assert idle[4:7] == ["0.3", "<= 2 calls/s", "**no**"]
     features = row(text, "features", "fit + transform, 100,000 rows")
