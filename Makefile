@@ -76,6 +76,7 @@ bench: install ## benchmarks, each against a baseline in the same run; JSON and 
 	$(BIN)/python -m bench.features
 	$(BIN)/python -m bench.drift
 	$(BIN)/python -m bench.event_to_live
+	$(BIN)/python -m bench.footprint
 	$(BIN)/python -m bench.summary
 
 clean: down ## remove local state (.mesh/), keep the environments
