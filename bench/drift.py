@@ -460,8 +460,13 @@ def _score_window(
 Test = Callable[[dict[str, Any]], bool | None]
 
 
-def _tests(psi_fire: float, ks_fire: float, alpha: float) -> dict[str, Test]:
+def _tests(psi_fire: float, ks_fire: float, significance_fire: float | None, alpha: float) -> dict[str, Test]:
     """Each test as ``record -> fires`` (None where it does not apply to the record's column)."""
+    from services.monitor.policy import significance_score
+
+    def significant(record: dict[str, Any]) -> bool | None:
+        score = significance_score(record)
+        return None if significance_fire is None or score is None else score >= significance_fire
 
     def numeric(test: Callable[[dict[str, Any]], bool]) -> Test:
         return lambda r: test(r) if r["kind"] == "numeric" else None
@@ -469,6 +474,7 @@ def _tests(psi_fire: float, ks_fire: float, alpha: float) -> dict[str, Test]:
     return {
         "policy_psi": lambda r: r["psi"] >= psi_fire,
         "policy_ks": numeric(lambda r: r["ks"] >= ks_fire),
+        "policy_significance": significant,
         "ks_p_1e-3": numeric(lambda r: r["ks_p"] < 1e-3),
         "ks_p_bonferroni": numeric(lambda r: r["ks_p"] < alpha),
         "baseline_ks_p_sample500_1e-3": numeric(lambda r: r["ks_p_500"] < 1e-3),
@@ -520,6 +526,7 @@ def _summary(records: list[dict[str, Any]], tests: dict[str, Test], alpha: float
         "rates": rates,
         "window_false_alarm": {
             "policy_psi_ks": window_rate(("policy_psi", "policy_ks")),
+            "policy": window_rate(("policy_psi", "policy_ks", "policy_significance")),
             "ks_p_1e-3_psi_floor": window_rate(("ks_p_1e-3", "psi_floor")),
             "ks_p_bonferroni_psi_scaled": window_rate(("ks_p_bonferroni", "psi_scaled")),
         },
@@ -564,8 +571,9 @@ def run_power(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
     config = load_monitor_config(REPO_ROOT / "deploy" / "config", "demo")
     psi_fire, ks_fire = config.drift.psi.fire, config.drift.ks.fire
+    significance_fire = config.drift.significance.fire if config.drift.significance else None
     alpha = _alpha()
-    tests = _tests(psi_fire, ks_fire, alpha)
+    tests = _tests(psi_fire, ks_fire, significance_fire, alpha)
     schema = bench_schema()
     records: dict[int, list[dict[str, Any]]] = {size: [] for size in args.window_sizes}
     started = time.perf_counter()
@@ -606,7 +614,12 @@ def run_power(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "population_ks_of_numeric_shift": round(2 * float(stats.norm.cdf(SHIFT_SD / 2)) - 1, 4),
         },
         "thresholds": {
-            "policy": {"psi": psi_fire, "ks": ks_fire, "source": "deploy/config/monitor/demo.yaml"},
+            "policy": {
+                "psi": psi_fire,
+                "ks": ks_fire,
+                "significance_minus_log10_p": significance_fire,
+                "source": "deploy/config/monitor/demo.yaml",
+            },
             "bonferroni_alpha": alpha,
             "psi_floor": PSI_FLOOR,
             "psi_scaled": f"max({PSI_FLOOR}, chi2_(k-1)(1 - {alpha:.2g}) * (1/n + 1/N))",

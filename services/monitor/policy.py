@@ -27,6 +27,18 @@ from shared.ml.monitoring import OUTPUT_DRIFT, MonitorConfig, Threshold
 # The drift statistics the policy reads from ``window_drift`` scores; the others (wasserstein, chi2_p,
 # null_share_delta) are reported for people, not used to decide.
 DRIFT_METHODS = ("psi", "ks")
+SIGNIFICANCE = "significance"  # the size-aware test (DriftConfig.significance)
+
+
+def significance_score(scores: dict[str, float]) -> float | None:
+    """-log10 of a column's size-aware p-value (KS for a numeric column, chi-square for a categorical one);
+    None when the column has none."""
+    p_value = scores.get("ks_p", scores.get("chi2_p"))
+    if not _known(p_value):
+        return None
+    return -math.log10(max(p_value, 1e-300))
+
+
 PERFORMANCE_TEST = "performance"
 HOUR_S = 3600.0
 
@@ -136,6 +148,10 @@ class TriggerPolicy:
                 score = scores.get(method)
                 if _known(score):
                     known.append((feature, method, score, thresholds[method]))
+            if feature != OUTPUT_DRIFT and drift.significance is not None:
+                significance = significance_score(scores)
+                if significance is not None:
+                    known.append((feature, SIGNIFICANCE, significance, drift.significance))
         return known
 
     def decide(self, signals: WindowSignals, now: float) -> Decision:

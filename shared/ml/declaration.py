@@ -770,7 +770,12 @@ def _monitor_config(name: str, task: str, labels: pl.Series, rows: int) -> dict[
         "dataset": name,
         "model_name": name,
         "window": {"size": size, "min_size": max(1, round(size * 0.4)), "max_seconds": 120},
-        "drift": {"psi": {"fire": 0.3, "clear": 0.15}, "ks": {"fire": 0.2, "clear": 0.1}, "min_features": 1},
+        "drift": {
+            "psi": {"fire": 0.3, "clear": 0.15},
+            "ks": {"fire": 0.2, "clear": 0.1},
+            "significance": {"fire": 6, "clear": 2},  # p <= 1e-6: small shifts in large windows
+            "min_features": 1,
+        },
         "performance": {
             "metric": metric,
             "max_drop": _max_drop(metric, labels),

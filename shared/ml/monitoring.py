@@ -68,6 +68,11 @@ class OutputDriftConfig(_Config):
 class DriftConfig(_Config):
     psi: Threshold
     ks: Threshold
+    # The size-aware test: -log10 of the p-value of KS (numeric columns, against the rows the reference
+    # stands for) or chi-square (categorical). Fixed PSI/KS thresholds are calibrated for one window size
+    # and miss small shifts in large windows; a p-value sees any shift a window is large enough to show.
+    # Unset: scored in the report, never fires.
+    significance: Threshold | None = None
     min_features: int = Field(default=1, ge=1, description="features with a firing drift test to start")
     # Without thresholds, the drift of outputs is scored and shown, and never starts an episode.
     outputs: OutputDriftConfig | None = None

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from services.monitor import consumers
 from services.monitor.deps import MonitorDeps
 from services.monitor.evaluation import PENDING_KEY
+from services.monitor.policy import DRIFT_METHODS, SIGNIFICANCE
 from services.monitor.state import ModelKeys
 from shared import events
 from shared.bus import MeshBus
@@ -173,7 +174,8 @@ async def test_without_labelled_rows_the_retrain_is_requested_directly(
     await consumers.on_predictions(deps, predictions(generate(rows=200, seed=2, covariate_shift=1.0), spec))
 
     [detected] = await stream_events(redis_client, events.DRIFT_DETECTED)
-    assert detected.payload.fired and all(t.startswith(("psi:", "ks:")) for t in detected.payload.fired)
+    drift_tests = tuple(f"{method}:" for method in (*DRIFT_METHODS, SIGNIFICANCE))
+    assert detected.payload.fired and all(t.startswith(drift_tests) for t in detected.payload.fired)
     [requested] = await stream_events(redis_client, events.RETRAIN_REQUESTED)
     assert requested.causation_id == detected.event_id
     assert requested.payload.reason == "; ".join(detected.payload.fired)

@@ -1,7 +1,8 @@
 """Statistical power of the drift scores on large windows (issue 13, item 6).
 
-The policy's thresholds (``deploy/config/monitor/*.yaml``) are fixed numbers calibrated for windows of a
-few hundred rows and stay as they are. What has to scale with the window is the evidence: the profile keeps
+The policy's PSI and KS thresholds (``deploy/config/monitor/*.yaml``) are fixed numbers calibrated for
+windows of a few hundred rows and stay as they are; its size-aware ``significance`` test is what fires on
+large windows. What has to scale with the window is the evidence: the profile keeps
 a reference sample that stands for the whole training column, and ``ks_p`` (the KS p-value for the
 window's and the reference's sizes) reads a small but real shift in a 10,000-row window as the strong
 evidence it is. Checked here on seeded synthetic data: a 0.2 standard-deviation mean shift of one numeric
@@ -20,8 +21,11 @@ import pytest
 from scipy import stats
 
 from services.monitor.drift import ks_pvalue, ks_statistic, reference_rows, window_drift
+from services.monitor.policy import SIGNIFICANCE, TriggerPolicy, WindowSignals
 from shared.ml.datasets import ColumnSpec, DatasetSchema
 from shared.ml.feature_sets import PROFILE_SAMPLE, reference_profile
+from shared.ml.monitoring import load_monitor_config
+from shared.runtime.settings import REPO_ROOT
 
 ALPHA = 1e-3
 REFERENCE_ROWS = 60_000
@@ -191,3 +195,26 @@ def test_a_500_value_sample_could_not_have_seen_it() -> None:
     against the whole reference (60,000 values) it is a quarter of it at 10,000 rows."""
     distance = 2 * stats.norm.cdf(SHIFT_SD / 2) - 1
     assert ks_critical(ALPHA, 10**9, 500) > distance > 3.5 * ks_critical(ALPHA, 10_000, REFERENCE_ROWS)
+
+
+def test_the_policy_fires_on_them_by_significance_and_stays_quiet_on_reference_windows(
+    profile: dict[str, Any], scored: dict[tuple[int, int], tuple[Scores, dict[str, int]]]
+) -> None:
+    """The demo's monitor policy on these windows: its fixed PSI/KS thresholds (calibrated for 500 rows)
+    would let a 0.2 sd shift through; its size-aware test fires on both shifted columns, and on nothing in
+    windows drawn like the reference."""
+    config = load_monitor_config(REPO_ROOT / "deploy" / "config", "demo")
+    assert config.drift.significance is not None
+    for size in WINDOW_SIZES:
+        for seed in SEEDS:
+            scores, _ = scored[(size, seed)]
+            decision = TriggerPolicy(config).decide(WindowSignals(scores, None, 0), now=0)
+            assert decision.episode_started, (size, seed, decision.reasons)
+            assert {f for f in decision.fired if f.startswith(SIGNIFICANCE)} == {
+                f"{SIGNIFICANCE}:{name}" for name in SHIFTED
+            }, decision.fired
+            assert not [f for f in decision.fired if f.startswith(("psi:", "ks:")) and "shifted" in f]
+    for seed in SEEDS:
+        quiet = window_drift(profile, _frame(10_000, [5, seed]), [*NUMERIC, *CATEGORICAL])
+        decision = TriggerPolicy(config).decide(WindowSignals(quiet, None, 0), now=0)
+        assert not decision.fired, (seed, decision.reasons)

@@ -205,3 +205,24 @@ def test_every_decision_carries_reasons() -> None:
         "reasons": decisions[2].reasons,
     }
     assert isinstance(decisions[2], Decision)
+
+
+def test_the_size_aware_test_fires_on_p_values_only_when_configured() -> None:
+    base = make_config()
+    sized = base.model_copy(
+        update={"drift": base.drift.model_copy(update={"significance": Threshold(fire=6, clear=2)})}
+    )
+    window = signals()
+    window.drift["income"]["ks_p"] = 1e-9  # a small shift in a large window: KS 0.05, far below its 0.15
+    window.drift["region"]["chi2_p"] = 0.3
+    assert not TriggerPolicy(base).decide(window, now=0).fired  # unset: scored, never fires
+    decision = TriggerPolicy(sized).decide(window, now=0)
+    assert decision.fired == ["significance:income"] and decision.episode_started
+    assert "significance:income 9.000 >= 6.0" in decision.reasons
+    # Between clear (p = 0.01) and fire it holds; above p = 0.01 it clears.
+    policy = TriggerPolicy(sized)
+    policy.decide(window, now=0)
+    window.drift["income"]["ks_p"] = 1e-4
+    assert policy.decide(window, now=60).episode_active
+    window.drift["income"]["ks_p"] = 0.2
+    assert not policy.decide(window, now=120).episode_active
