@@ -39,6 +39,12 @@ class Figure:
     goal: str = ""
     met: bool | None = None
     note: str = ""
+    count: bool = False  # a count of things: shown without decimals
+
+    def text(self, number: float) -> str:
+        """``number`` in this figure's unit (a count without decimals)."""
+        shown = f"{number:,.0f}" if self.count else _format(number)
+        return f"{shown} {self.unit}".rstrip()
 
     @property
     def ratio(self) -> float | None:
@@ -166,7 +172,7 @@ def serving_figures(doc: Mapping[str, Any]) -> list[Figure]:
             Figure(
                 f"hot swap under load ({rate:g} req/s paced): failed requests" if rate else
                 "hot swap under load: failed requests", "", failed, goal="0",
-                met=None if failed is None else failed == 0,
+                met=None if failed is None else failed == 0, count=True,
             )
         )  # fmt: skip
         swap_p99, steady_p99 = _number(_get(swap, "swap", "p99_ms")), _number(_get(swap, "steady", "p99_ms"))
@@ -265,6 +271,28 @@ def drift_figures(doc: Mapping[str, Any]) -> list[Figure]:
                 met=None if goal_s is None or value is None else value <= goal_s,
             )
         )  # fmt: skip
+    power: Mapping[str, Any] = doc.get("power") or {}
+    for window, rates in sorted(
+        ((w, _get(power, "by_window_rows", w, "rates")) for w in (_get(power, "by_window_rows") or {})),
+        key=lambda item: int(item[0]) if item[0].isdigit() else 0,
+    ):
+        window_label = f"{int(window):,}-row window" if window.isdigit() else f"{window} window"
+        for fixed, key, what in (
+            ("ks", "detect_numeric_shift", "0.2 sd mean shift fires"),
+            ("psi", "detect_categorical_shift", "+10-point category share fires"),
+            (None, "false_alarm_per_column", "false alarms per unshifted column"),
+        ):
+            value = _number(_get(rates, "policy_significance", key))
+            alarm = key == "false_alarm_per_column"
+            figures.append(
+                Figure(
+                    f"power, {window_label}: {what} (the policy's size-aware test)", "", value,
+                    _number(_get(rates, f"policy_{fixed}", key)) if fixed else None,
+                    f"the policy's fixed {fixed.upper()} threshold" if fixed else "",
+                    goal="0" if alarm else "every window",
+                    met=None if value is None else (value == 0 if alarm else value >= 1.0),
+                )
+            )  # fmt: skip
     peak = _number(_get(scale, "peak_mb", "product"))
     figures.append(
         Figure(
@@ -290,7 +318,7 @@ def footprint_figures(doc: Mapping[str, Any]) -> list[Figure]:
             Figure(
                 label, unit, value, _number(_get(doc, "mlflow_server_defaults", key)),
                 "MLflow server alone, its defaults", goal=f"<= {goal:g}" if goal is not None else "",
-                met=None if goal is None or value is None else value <= goal,
+                met=None if goal is None or value is None else value <= goal, count=key == "processes",
             )
         )  # fmt: skip
     return figures
@@ -397,11 +425,16 @@ def render_summary(
             if not figures:
                 lines.append(f"| {_cell(name)} | (no figures summarised; see its JSON) | - | - | - | | |")
             for figure in figures:
-                value = f"{_format(figure.value)} {figure.unit}" if figure.value is not None else "-"
+                shown = (
+                    f"{figure.value:,.0f}"
+                    if figure.count and figure.value is not None
+                    else _format(figure.value)
+                )
+                value = f"{shown} {figure.unit}".strip() if figure.value is not None else "-"
                 if figure.note:
                     value = f"{value} ({figure.note})"
                 baseline = (
-                    f"{_format(figure.baseline)} {figure.unit} ({figure.baseline_name})"
+                    f"{figure.text(figure.baseline)} ({figure.baseline_name})"
                     if figure.baseline is not None
                     else "-"
                 )

@@ -71,6 +71,21 @@ DRIFT = doc(
         "peak_mb": {"product": 300.0, "baseline": 900.0},
         "goals": {"seconds": 1.0, "mb": 600.0},
     },
+    power={
+        "by_window_rows": {
+            "10000": {
+                "rates": {
+                    "policy_significance": {
+                        "detect_numeric_shift": 1.0,
+                        "detect_categorical_shift": 0.9,
+                        "false_alarm_per_column": 0.0,
+                    },
+                    "policy_ks": {"detect_numeric_shift": 0.0},
+                    "policy_psi": {"detect_categorical_shift": 0.0},
+                }
+            }
+        }
+    },
 )
 EVENT_TO_LIVE = doc(
     "event_to_live",
@@ -85,6 +100,12 @@ EVENT_TO_LIVE = doc(
         "spans": {"features.build": 2.0, "training.fit": 7.0, "training.evaluate": 1.0, "serving.swap": 2.0},
     },
     baseline={"seconds": {"features": 1.5, "fit": 6.5, "evaluate": 0.5, "total": 8.5}},
+)
+FOOTPRINT = doc(
+    "footprint",
+    stack={"processes": 10, "rss_mb": 1800.0, "cpu_percent_of_one_core": 1.5},
+    mlflow_server_defaults={"processes": 10, "rss_mb": 2600.0, "cpu_percent_of_one_core": 40.0},
+    goals={"processes": 10, "rss_mb": 1536, "cpu_percent_of_one_core": 2.0},
 )
 
 
@@ -103,7 +124,7 @@ def row(text: str, benchmark: str, figure_start: str) -> list[str]:
 
 
 def test_each_figure_stands_beside_its_baseline_and_ratio() -> None:
-    text = render(SERVING, BUS, FEATURES, DRIFT, EVENT_TO_LIVE)
+    text = render(SERVING, BUS, FEATURES, DRIFT, EVENT_TO_LIVE, FOOTPRINT)
     assert text.startswith("# Benchmark summary")
     assert "commit `abc1234`" in text and "2 CPUs, Python 3.11.9, Linux-test" in text
 
@@ -119,6 +140,14 @@ def test_each_figure_stands_beside_its_baseline_and_ratio() -> None:
     assert swapped[2] == "0" and swapped[5:7] == ["0", "yes"]
     swap_tail = row(text, "serving", "hot swap under load: p99")
     assert swap_tail[2:7] == ["30.0 ms", "20.0 ms (steady, same load)", "1.5", "ratio <= 2", "yes"]
+    processes = row(text, "footprint", "idle local stack: processes")
+    assert processes[2:7] == ["10", "10 (MLflow server alone, its defaults)", "1", "<= 10", "yes"]
+    memory = row(text, "footprint", "idle local stack: memory")
+    assert memory[2] == "1,800 MB" and memory[6] == "**no**"
+    numeric = row(text, "drift", "power, 10,000-row window: 0.2 sd mean shift fires")
+    assert numeric[2:7] == ["1.00", "0 (the policy's fixed KS threshold)", "-", "every window", "yes"]
+    assert row(text, "drift", "power, 10,000-row window: +10-point")[6] == "**no**"
+    assert row(text, "drift", "power, 10,000-row window: false alarms")[5:7] == ["0", "yes"]
     hop = row(text, "bus", "one hop")
     assert hop[2:7] == ["1,000 events/s", "2,000 events/s (raw redis-py)", "0.5", "ratio >= 0.8", "**no**"]
     idle = row(text, "bus", "idle polling")
@@ -143,7 +172,7 @@ def test_sources_name_file_commit_and_machine_and_flag_another_commit() -> None:
     sources = text[text.index("## Sources") :]
     assert "| serving | `serving-x.json` | 2025-01-01T00:00:00+00:00 | abc1234 | 2 CPUs" in sources
     assert "old0000 (not this commit)" in sources
-    assert "Not run yet: `event_to_live`, `features`, `drift`." in text
+    assert "Not run yet: `event_to_live`, `features`, `drift`, `footprint`." in text
 
 
 def test_missing_figures_and_unknown_benchmarks_do_not_break_the_summary() -> None:
