@@ -109,6 +109,16 @@ def event_to_live_figures(doc: Mapping[str, Any]) -> list[Figure]:
     ]  # fmt: skip
 
 
+def at_least(value: float | None, baseline: float | None, bound: float | None) -> bool | None:
+    """value / baseline >= bound (None if any is unknown)."""
+    return None if bound is None or value is None or not baseline else value / baseline >= bound
+
+
+def at_most(value: float | None, baseline: float | None, bound: float | None) -> bool | None:
+    """value / baseline <= bound (None if any is unknown)."""
+    return None if bound is None or value is None or not baseline else value / baseline <= bound
+
+
 def serving_figures(doc: Mapping[str, Any]) -> list[Figure]:
     goal = _number(doc.get("goal_ratio"))
     goal_p99 = _number(doc.get("goal_p99_ratio"))
@@ -116,12 +126,6 @@ def serving_figures(doc: Mapping[str, Any]) -> list[Figure]:
 
     def server(name: str, key: str) -> float | None:
         return _number(_get(servers, name, key))
-
-    def at_least(value: float | None, baseline: float | None, bound: float | None) -> bool | None:
-        return None if bound is None or value is None or not baseline else value / baseline >= bound
-
-    def at_most(value: float | None, baseline: float | None, bound: float | None) -> bool | None:
-        return None if bound is None or value is None or not baseline else value / baseline <= bound
 
     throughput, bare = server("bentoml", "requests_per_s"), server("bare_uvicorn", "requests_per_s")
     p99, bare_p99 = server("bentoml", "p99_ms"), server("bare_uvicorn", "p99_ms")
@@ -162,16 +166,28 @@ def serving_figures(doc: Mapping[str, Any]) -> list[Figure]:
                     goal=f"ratio {sign} {bound:g}" if bound is not None else "", met=check(on, off, bound),
                 )
             )  # fmt: skip
-    swap = doc.get("hot_swap")
+    two_workers = server("bentoml_2_workers", "requests_per_s")
+    if two_workers is not None:
+        figures.append(
+            Figure("POST /predict throughput, 2 workers", "req/s", two_workers, throughput, "1 worker")
+        )
+    for key, where in (("hot_swap", ""), ("hot_swap_two_workers", ", 2 workers")):
+        figures += _swap_figures(doc.get(key), where)
+    return figures
+
+
+def _swap_figures(swap: Any, where: str) -> list[Figure]:
+    """The figures of one hot swap under load (``where``: which server, for the figures' names)."""
+    figures: list[Figure] = []
     if isinstance(swap, Mapping) and "skipped" in swap:
-        figures.append(Figure("hot swap under load", "", None, note=str(swap["skipped"])))
+        figures.append(Figure(f"hot swap under load{where}", "", None, note=str(swap["skipped"])))
     elif isinstance(swap, Mapping):
         failed = _number(swap.get("failed"))
         rate = _number(swap.get("rate"))
         figures.append(
             Figure(
-                f"hot swap under load ({rate:g} req/s paced): failed requests" if rate else
-                "hot swap under load: failed requests", "", failed, goal="0",
+                f"hot swap under load{where} ({rate:g} req/s paced): failed requests" if rate else
+                f"hot swap under load{where}: failed requests", "", failed, goal="0",
                 met=None if failed is None else failed == 0, count=True,
             )
         )  # fmt: skip
@@ -179,13 +195,13 @@ def serving_figures(doc: Mapping[str, Any]) -> list[Figure]:
         bound = _number(_get(swap, "goal", "p99_ratio"))
         figures.append(
             Figure(
-                "hot swap under load: p99 while the new version loads", "ms", swap_p99, steady_p99,
+                f"hot swap under load{where}: p99 while the new version loads", "ms", swap_p99, steady_p99,
                 "steady, same load", goal=f"ratio <= {bound:g}" if bound is not None else "",
                 met=at_most(swap_p99, steady_p99, bound),
             )
         )  # fmt: skip
         figures.append(
-            Figure("hot swap under load: promotion -> first answer by it", "s",
+            Figure(f"hot swap under load{where}: promotion -> first answer by it", "s",
                    _number(swap.get("promotion_to_first_new_answer_s")))
         )  # fmt: skip
     return figures
