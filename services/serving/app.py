@@ -26,7 +26,6 @@ from services.serving.answers import Prediction, Predictions
 from services.serving.batching import RecordBatcher
 from services.serving.catalog import ModelCatalog
 from services.serving.deps import ServingDeps
-from services.serving.loader import VersionReader
 from services.serving.predictions import predict_many, predict_one, traced
 from services.serving.refusals import PREDICTION_URLS, NamedRefusals, is_prediction_path
 from services.serving.sampler import PredictionSampler
@@ -59,8 +58,9 @@ class MeshServing:
         self.tracer_provider = setup_tracing("serving", settings)
         tracer = self.tracer_provider.get_tracer("mesh.serving")
         bus = MeshBus(settings, "serving", tracer_provider=self.tracer_provider)
-        reader = VersionReader(settings, mlflow_client(settings), settings.serving_loader_idle_s)
-        models = ModelCatalog(settings.config_dir, reader, settings.serving_max_loaded_models, tracer)
+        models = ModelCatalog(
+            settings.config_dir, mlflow_client(settings), settings.serving_max_loaded_models, tracer
+        )
         sampler = PredictionSampler(bus, settings.serving_sample_rate)
         self.deps = ServingDeps(
             settings=settings,

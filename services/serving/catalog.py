@@ -17,11 +17,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from opentelemetry import trace
+from mlflow.tracking import MlflowClient
 from opentelemetry.trace import Tracer
 
-from services.serving.holder import LoadedModel, ModelHolder, SwapFailure, ready_version, version_provenance
-from services.serving.loader import VersionReader
+from services.serving.holder import LoadedModel, ModelHolder, SwapFailure, version_provenance
 from services.serving.metrics import MODEL_EVICTIONS
 from shared.events import Envelope
 from shared.ml.config_files import ConfigProblem
@@ -66,15 +65,10 @@ class ModelCatalog:
     """Holders of the declared models, by name; the requests' way to the loaded version of one."""
 
     def __init__(
-        self,
-        config_dir: Path,
-        reader: VersionReader,
-        max_loaded: int,
-        tracer: Tracer | None = None,
+        self, config_dir: Path, client: MlflowClient, max_loaded: int, tracer: Tracer | None = None
     ) -> None:
         self.config_dir = config_dir
-        self.reader = reader
-        self.client = reader.client
+        self.client = client
         self.max_loaded = max_loaded
         self.holders: dict[str, ModelHolder] = {}
         self._tracer = tracer
@@ -104,7 +98,7 @@ class ModelCatalog:
             if (known := self.holders.get(config.model_name)) is not None:
                 known.config = config  # an edited configuration applies to the next load
             else:
-                holder = ModelHolder(config, self._load_version, self._tracer)
+                holder = ModelHolder(config, self._tracer)
                 self.holders[config.model_name] = holder
                 added.append(holder)
                 log.info("model declared", model=config.model_name, dataset=config.dataset)
@@ -227,15 +221,6 @@ class ModelCatalog:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.reader.stop()
-
-    async def _load_version(self, config: ModelConfig, version: str) -> LoadedModel:
-        """A version of ``config``'s model, ready to serve: read in the loader process while any model is
-        answering requests here (see services.serving.loader), in a thread before; then warmed up."""
-        in_child = self.ready
-        trace.get_current_span().set_attribute("mesh.version_read_in", "process" if in_child else "thread")
-        parts = await self.reader.read(config, version, in_child=in_child)
-        return await asyncio.to_thread(ready_version, config, parts)
 
     # --- residency -----------------------------------------------------------------------------------
 

@@ -1,12 +1,12 @@
 """One served model and its hot swap.
 
 BentoML offers no supported in-server model swap (its maintainers point to rolling restarts), so the
-swap is ours: a new version is downloaded and deserialised (in the loader process while the worker
-serves, see services.serving.loader) and warmed up *beside* the serving one, then a single reference is
-replaced. A request reads that reference once, so in-flight requests finish on the model they started
-with; a failed load (the artifact missing or corrupt, MLflow down) leaves the old model serving and is
-remembered (``ModelHolder.failed``) until the alias moves on or a load succeeds. Each model has a holder
-of its own, with its own lock: one model's swap never waits for another's (see services.serving.catalog).
+swap is ours: a new version is downloaded, deserialised and warmed up *beside* the serving one, then a
+single reference is replaced. A request reads that reference once, so in-flight requests finish on the
+model they started with; a failed load (the artifact missing or corrupt, MLflow down) leaves the old model
+serving and is remembered (``ModelHolder.failed``) until the alias moves on or a load succeeds. Each model
+has a holder of its own, with its own lock: one model's swap never waits for another's (see
+services.serving.catalog).
 """
 
 from __future__ import annotations
@@ -16,28 +16,28 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import mlflow
 import numpy as np
 import polars as pl
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel
 from sklearn.base import is_classifier
 
-from services.serving.loader import VersionParts, VersionReadFailed, read_version
 from services.serving.metrics import MODEL_LOADED, MODEL_LOADS, MODEL_SWAP_SECONDS, MODEL_VERSION
 from services.serving.records import RecordError, record_model, validate_records, validated_row
 from shared.events import utcnow
 from shared.ml.datasets import DatasetSchema
 from shared.ml.features import FeaturePipeline
-from shared.ml.modeling import CHAMPION, ModelConfig
+from shared.ml.modeling import CHAMPION, ModelConfig, load_logged_model
 from shared.ml.tasks import Outputs, is_classification, model_classes, predict_outputs
 from shared.runtime.logging import get_logger
 
@@ -149,18 +149,22 @@ def task_of(model: Any) -> str:
     return "binary" if len(model.classes_) == 2 else "multiclass"
 
 
-def ready_version(config: ModelConfig, parts: VersionParts) -> LoadedModel:
-    """A version read from MLflow, made ready to serve and warmed up; raises if it cannot serve."""
-    model = parts.model
+def load_version(client: MlflowClient, config: ModelConfig, version: str) -> LoadedModel:
+    """Download, deserialise and warm up one registered version; raises if it cannot serve."""
+    name = config.model_name
+    details = client.get_model_version(name, version)
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
+    model = load_logged_model(local, config)
     task = task_of(model)
     pipeline = FeaturePipeline.from_dict(model.named_steps["features"].pipeline)
     columns = pipeline.spec.input_columns
+    example = Model.load(local).load_input_example(local)
     loaded = LoadedModel(
-        name=config.model_name,
-        version=parts.version,
-        run_id=parts.run_id,
-        feature_set_id=parts.tags.get("mesh.feature_set_id", ""),
-        snapshot_ids=json.loads(parts.tags.get("mesh.snapshot_ids", "[]")),
+        name=name,
+        version=str(version),
+        run_id=details.run_id or "",
+        feature_set_id=(details.tags or {}).get("mesh.feature_set_id", ""),
+        snapshot_ids=json.loads((details.tags or {}).get("mesh.snapshot_ids", "[]")),
         loaded_at=utcnow().isoformat(),
         model=model,
         record=record_model(pipeline.schema, columns),
@@ -170,21 +174,14 @@ def ready_version(config: ModelConfig, parts: VersionParts) -> LoadedModel:
         classes=model_classes(model) if is_classification(task) else None,
     )
     # Warm-up through the same path requests take; a model that cannot answer it never serves.
-    if parts.example is None:
-        raise ValueError(f"version {parts.version} has no input example to warm up on")
-    frame = loaded.validate(parts.example, "warmup")
+    if example is None:
+        raise ValueError(f"version {version} has no input example to warm up on")
+    # Through polars: pandas writes a missing value as NaN, which a request would send as null.
+    records = pl.from_pandas(example).select(columns).to_dicts()
+    frame = loaded.validate(records, "warmup")
     if not np.all(np.isfinite(loaded.predict(frame).numeric)):
-        raise ValueError(f"version {parts.version} produced non-finite outputs on its input example")
+        raise ValueError(f"version {version} produced non-finite outputs on its input example")
     return loaded
-
-
-def load_version(client: MlflowClient, config: ModelConfig, version: str) -> LoadedModel:
-    """Download, deserialise and warm up one registered version, in this thread; raises if it cannot serve."""
-    return ready_version(config, read_version(client, config, version))
-
-
-# How a holder loads a version of its model: read (where the catalog decides) and made ready to serve.
-VersionLoad = Callable[[ModelConfig, str], Awaitable[LoadedModel]]
 
 
 @dataclass(frozen=True)
@@ -210,7 +207,7 @@ class ModelHolder:
     """One declared model: the champion the registry last named, and the one reference requests read
     (replaced whole, never mutated; None while no version of the model is in memory)."""
 
-    def __init__(self, config: ModelConfig, load: VersionLoad, tracer: Tracer | None = None) -> None:
+    def __init__(self, config: ModelConfig, tracer: Tracer | None = None) -> None:
         self.config = config  # replaced when the configuration is read again
         self.current: LoadedModel | None = None
         self.champion: ModelVersion | None = None  # as last read; None: no champion, or not read yet
@@ -218,7 +215,6 @@ class ModelHolder:
         self.failed: SwapFailure | None = None  # the champion's last load, while it keeps failing
         self.last_used = 0.0  # time.monotonic() of the last request answered (or load): the LRU order
         self._lock = asyncio.Lock()
-        self._load = load
         self._tracer = tracer or trace.get_tracer("mesh.serving")
 
     @property
@@ -270,23 +266,21 @@ class ModelHolder:
                 return False
             if self.current is None and not load:
                 return False
-            return await self._swap(str(version.version))
+            return await self._swap(client, str(version.version))
 
-    async def _swap(self, version: str) -> bool:
+    async def _swap(self, client: MlflowClient, version: str) -> bool:
         started = time.perf_counter()
         previous = self.current.version if self.current else None
         attributes = {"mesh.model_name": self.name, "mesh.model_version": version}
         with self._tracer.start_as_current_span("serving.swap", attributes=attributes) as span:
             span.set_attribute("mesh.previous_version", previous or "")
             try:
-                loaded = await self._load(self.config, version)
+                loaded = await asyncio.to_thread(load_version, client, self.config, version)
             except Exception as exc:
                 MODEL_LOADS.labels(self.name, "failed").inc()
                 span.record_exception(exc)
                 attempts = self.failed.attempts + 1 if self.failed is not None else 1
-                # A read that failed in the loader process names what was raised there.
-                error = str(exc) if isinstance(exc, VersionReadFailed) else f"{type(exc).__name__}: {exc}"
-                self.failed = SwapFailure(version, error, utcnow(), attempts)
+                self.failed = SwapFailure(version, f"{type(exc).__name__}: {exc}", utcnow(), attempts)
                 log.exception(
                     "model load failed; the current model keeps serving",
                     model=self.name,

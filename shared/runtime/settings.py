@@ -100,12 +100,6 @@ class MeshSettings(BaseSettings):
     serving_max_loaded_models: int = Field(
         default=8, ge=1, description="models held in memory per worker; the least recently used unloads"
     )
-    serving_loader_idle_s: float = Field(
-        default=120.0,
-        ge=0,
-        description="a child process reads new versions while a worker serves; it stops after this long "
-        "without a read (0: versions are read in a thread of the worker)",
-    )
 
     # Data retention (shared/ml/retention.py), off when unset: snapshots, feature sets and traces older than
     # this are pruned, never what a registered version references or a training window takes.

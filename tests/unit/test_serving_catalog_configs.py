@@ -10,10 +10,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from services.serving.catalog import ModelCatalog
-from services.serving.loader import VersionReader
 from shared.ml.modeling import valid_model_configs
 from shared.runtime.logging import configure_logging
-from shared.runtime.settings import MeshSettings
 from tests.support.data import CONFIG_DIR
 
 
@@ -22,11 +20,6 @@ def logging_to_this_tests_stdout() -> None:
     """The catalog logs what it refuses: to the stdout of now, not to one an earlier test configured
     logging with (a CLI runner's capture, closed since)."""
     configure_logging("serving")
-
-
-def _unreachable_mlflow() -> VersionReader:
-    """Nothing here loads a version: the catalog only reads the configurations."""
-    return VersionReader(MeshSettings(), MlflowClient("http://127.0.0.1:9"), idle_s=0)
 
 
 def _config_dir(tmp_path: Path) -> Path:
@@ -45,13 +38,13 @@ def test_an_invalid_model_file_is_named_and_the_others_are_served(tmp_path: Path
     }
     assert [(p.file, p.field) for p in problems] == [(str(broken), "task")]
 
-    catalog = ModelCatalog(config_dir, _unreachable_mlflow(), max_loaded=8)
+    catalog = ModelCatalog(config_dir, MlflowClient("http://127.0.0.1:9"), max_loaded=8)
     assert "churn-demo" in catalog.holders and "cancer-demo" not in catalog.holders
 
 
 async def test_a_model_whose_file_breaks_while_served_keeps_its_holder(tmp_path: Path) -> None:
     config_dir = _config_dir(tmp_path)
-    catalog = ModelCatalog(config_dir, _unreachable_mlflow(), max_loaded=8)
+    catalog = ModelCatalog(config_dir, MlflowClient("http://127.0.0.1:9"), max_loaded=8)
     assert "cancer-demo" in catalog.holders
     model_file = config_dir / "models" / "cancer.yaml"
     model_file.write_text("model_name: [not, a, name]\n")
