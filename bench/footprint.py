@@ -85,9 +85,13 @@ def measure(roots: list[int], seconds: float) -> dict[str, Any]:
             continue
         rss += memory.rss
         pss += memory.pss
-        entry = by_command.setdefault(command, {"processes": 0, "rss_mb": 0.0})
+        entry = by_command.setdefault(
+            command, {"processes": 0, "rss_mb": 0.0, "cpu_percent_of_one_core": 0.0}
+        )
         entry["processes"] += 1
         entry["rss_mb"] = round(entry["rss_mb"] + memory.rss / MB, 1)
+        cpu = 100 * (after.get(process.pid, 0.0) - before.get(process.pid, 0.0)) / elapsed
+        entry["cpu_percent_of_one_core"] = round(entry["cpu_percent_of_one_core"] + cpu, 2)
     return {
         "processes": len(processes),
         "rss_mb": round(rss / MB, 1),
