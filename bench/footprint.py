@@ -17,8 +17,6 @@ Usage: ``python -m bench.footprint [--settle 15 --seconds 20]``; ``make bench`` 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -26,16 +24,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 from rich.console import Console
 
 from bench.report import write_result
+from bench.serving import started, stop
 from shared.ops import launcher
 from shared.ops.compose import DEFAULT_COMPOSE_FILE, launcher_env, load_compose, plan
 from shared.ops.embedded import free_port
 from shared.ops.processes import StateFiles, process_env
-from shared.runtime.retry import wait_until
 from shared.runtime.settings import REPO_ROOT, SERVICE_NAMES, MeshSettings
 
 GOALS = {"processes": 10, "rss_mb": 1536, "cpu_percent_of_one_core": 2.0}
@@ -144,16 +141,16 @@ def main() -> None:
         launcher.down(settings, console=console)
 
     baseline_settings = scratch_settings("mesh-footprint-mlflow-")
-    server = mlflow_at_defaults(baseline_settings, baseline_settings.state_dir / "mlflow.log")
+    log = baseline_settings.state_dir / "mlflow.log"
+    server = mlflow_at_defaults(baseline_settings, log)
     try:
         health = f"http://127.0.0.1:{baseline_settings.mlflow_port}/health"
-        wait_until(lambda: _answers(health) or server.poll() is not None, timeout=120, what="MLflow")
+        started(server, health, log, "MLflow at its defaults", timeout=120)
         console.print(f"MLflow at its defaults up; idle for {args.settle:g} s, then measured ...")
         time.sleep(args.settle)
         mlflow_defaults = measure([server.pid], args.seconds)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        stop(server)
 
     met = {key: stack[key] <= goal for key, goal in GOALS.items()}
     result = {
@@ -172,13 +169,6 @@ def main() -> None:
             f"({figures['pss_mb']:.0f} MB PSS), {figures['cpu_percent_of_one_core']:.2f}% of a core"
         )
     console.print(f"goals met: {met}  ->  {path}")
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 if __name__ == "__main__":

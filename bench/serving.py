@@ -69,7 +69,9 @@ def load(port: int, model: str, connections: int, args: argparse.Namespace) -> d
     return result
 
 
-def started(proc: subprocess.Popen[bytes], ready: str, log_path: Path, what: str) -> None:
+def started(
+    proc: subprocess.Popen[bytes], ready: str, log_path: Path, what: str, timeout: float = 180
+) -> None:
     """Wait until ``ready`` (a URL) answers 200, failing early if ``proc`` exits."""
 
     def answering() -> bool:
@@ -80,7 +82,7 @@ def started(proc: subprocess.Popen[bytes], ready: str, log_path: Path, what: str
         except httpx.HTTPError:
             return False
 
-    wait_until(answering, timeout=180, what=what)
+    wait_until(answering, timeout=timeout, what=what)
 
 
 def start_bare_server(

@@ -217,7 +217,7 @@ def bus_figures(doc: Mapping[str, Any]) -> list[Figure]:
             Figure(
                 f"{label} throughput", "events/s", value, baseline, "raw redis-py",
                 goal=f"ratio >= {goal:g}" if goal is not None else "",
-                met=None if goal is None or value is None or not baseline else value / baseline >= goal,
+                met=at_least(value, baseline, goal),
             )
         )  # fmt: skip
     letters = _number(_get(doc, "events_per_s", "dead_letter", "mesh_bus"))
@@ -441,12 +441,7 @@ def render_summary(
             if not figures:
                 lines.append(f"| {_cell(name)} | (no figures summarised; see its JSON) | - | - | - | | |")
             for figure in figures:
-                shown = (
-                    f"{figure.value:,.0f}"
-                    if figure.count and figure.value is not None
-                    else _format(figure.value)
-                )
-                value = f"{shown} {figure.unit}".strip() if figure.value is not None else "-"
+                value = figure.text(figure.value) if figure.value is not None else "-"
                 if figure.note:
                     value = f"{value} ({figure.note})"
                 baseline = (
