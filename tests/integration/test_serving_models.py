@@ -27,6 +27,7 @@ import polars as pl
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.events import ModelPromoted, ModelTrained
 from shared.ml.modeling import CHAMPION, ModelConfig, load_model_config, model_configs
@@ -355,12 +356,14 @@ def test_open_inference_protocol_clients_are_answered_like_the_mesh_own(
 def batched_records(server: ServingServer) -> tuple[float, float]:
     """From the server's /metrics: single-record predictions scored in batches, and how many batches."""
     text = httpx.get(f"{server.url}/metrics", timeout=5).text
-    totals = {"sum": 0.0, "count": 0.0}
-    for line in text.splitlines():
-        for part in totals:
-            if line.startswith(f"mesh_serving_batch_records_{part}{{"):
-                totals[part] += float(line.rsplit(" ", 1)[1])
-    return totals["sum"], totals["count"]
+    samples = [
+        sample
+        for family in text_string_to_metric_families(text)
+        if family.name == "mesh_serving_batch_records"
+        for sample in family.samples
+    ]
+    records = sum(s.value for s in samples if s.name.endswith("_sum"))
+    return records, sum(s.value for s in samples if s.name.endswith("_count"))
 
 
 def test_concurrent_single_records_are_batched_and_each_answered_as_alone(
