@@ -24,21 +24,11 @@ from pydantic import BaseModel
 
 from shared.ml.monitoring import OUTPUT_DRIFT, MonitorConfig, Threshold
 
-# The drift statistics the policy reads from ``window_drift`` scores; the others (wasserstein, chi2_p,
-# null_share_delta) are reported for people, not used to decide.
+# The drift statistics the policy reads from ``window_drift`` scores against fixed thresholds; ks_p and
+# chi2_p feed the size-aware test (significance_score), and the others (wasserstein, null_share_delta) are
+# reported for people, not used to decide.
 DRIFT_METHODS = ("psi", "ks")
 SIGNIFICANCE = "significance"  # the size-aware test (DriftConfig.significance)
-
-
-def significance_score(scores: dict[str, float]) -> float | None:
-    """-log10 of a column's size-aware p-value (KS for a numeric column, chi-square for a categorical one);
-    None when the column has none."""
-    p_value = scores.get("ks_p", scores.get("chi2_p"))
-    if not _known(p_value):
-        return None
-    return -math.log10(max(p_value, 1e-300))
-
-
 PERFORMANCE_TEST = "performance"
 HOUR_S = 3600.0
 
@@ -67,6 +57,15 @@ class Decision:
 def _known(score: float | None) -> TypeGuard[float]:
     # NaN means the window had nothing to compare (e.g. every value missing): no evidence either way.
     return score is not None and math.isfinite(score)
+
+
+def significance_score(scores: dict[str, float]) -> float | None:
+    """-log10 of a column's size-aware p-value (KS for a numeric column, chi-square for a categorical one);
+    None when the column has none."""
+    p_value = scores.get("ks_p", scores.get("chi2_p"))
+    if not _known(p_value):
+        return None
+    return -math.log10(max(p_value, 1e-300))
 
 
 class PolicyState(BaseModel):
