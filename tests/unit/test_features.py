@@ -21,12 +21,14 @@ from services.serving.records import record_model
 from shared.ml.datasets import DatasetSchema
 from shared.ml.feature_sets import FeatureSetManifest, build_feature_set, split_mask
 from shared.ml.features import (
+    CHAINED_LOOKUP_KEYS,
     GLOBAL_KEY,
     FeaturePipeline,
     FeatureSpec,
     FeatureTransformer,
     check_spec_against_schema,
     load_feature_spec,
+    lookup,
 )
 from shared.ml.snapshots import SnapshotStore
 from shared.ops.demo_data import generate
@@ -161,6 +163,28 @@ def test_an_unknown_plan_ranks_minus_one_and_a_known_one_does_not(
     pipeline = FeaturePipeline(spec, schema).fit(raw)
     rows = raw.head(2).with_columns(plan=pl.Series(["gold", "premium"]))
     assert pipeline.transform(rows)["plan"].to_list() == [-1.0, 2.0]
+
+
+@pytest.mark.parametrize("keys", [1, CHAINED_LOOKUP_KEYS, CHAINED_LOOKUP_KEYS + 1, 40])
+def test_a_lookup_answers_the_same_whether_chained_or_hashed(keys: int) -> None:
+    """Few keys are looked up by a chain of comparisons, many by a hash: both give table[key] or default."""
+    table = {f"group {i}": i * 1.5 for i in range(keys)}
+    column = pl.Series("key", [*table, "never seen", None, *reversed(table)], dtype=pl.String)
+    expected = [*table.values(), -7.0, -7.0, *reversed(table.values())]
+
+    found = pl.DataFrame({"key": column}).select(lookup(pl.col("key"), table, default=-7.0)).to_series()
+    assert found.dtype == pl.Float64
+    assert found.to_list() == expected
+
+
+def test_group_ratio_over_many_groups_uses_each_fitted_mean(schema: DatasetSchema) -> None:
+    spec = _spec(features=[{"name": "rel", "op": "group_ratio", "source": "monthly_spend", "by": "region"}])
+    train = pl.DataFrame({"region": [f"r{i % 20}" for i in range(200)], "monthly_spend": range(200)})
+    pipeline = FeaturePipeline(spec, schema).fit(train)
+
+    out = pipeline.transform(train.head(20))["rel"].to_list()
+    means = [pipeline.state["rel"][f"r{i}"] for i in range(20)]
+    assert out == [pytest.approx(float(i) / mean) for i, mean in zip(range(20), means, strict=True)]
 
 
 # --- fitted state -------------------------------------------------------------------------------------
