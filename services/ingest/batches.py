@@ -20,7 +20,7 @@ import polars as pl
 from pydantic import BaseModel
 
 from shared.events import DataIngested, Envelope, utcnow
-from shared.ml.datasets import ColumnSpec, DatasetSchema
+from shared.ml.datasets import ColumnSpec, DatasetSchema, without_unnamed_columns
 from shared.ml.snapshots import SnapshotManifest, SnapshotStore
 
 BatchFormat = Literal["csv", "parquet", "jsonl"]
@@ -171,7 +171,8 @@ def read_batch(data: bytes, fmt: BatchFormat, dataset: str) -> pl.DataFrame:
     """Parse raw bytes; CSV is read as text so type errors can be reported value by value later.
 
     What cannot be read is refused as a whole, saying why: an empty batch, text that is not UTF-8, CSV rows
-    cut short, a file polars cannot parse (a truncated Parquet file, a JSON line cut mid-way)."""
+    cut short, a file polars cannot parse (a truncated Parquet file, a JSON line cut mid-way). An unnamed
+    column (the row numbers R and pandas write) is not read."""
     if not data.strip():
         raise _whole_batch(dataset, "empty", f"the batch is empty ({len(data)} bytes)")
     if fmt in ("csv", "jsonl"):
@@ -180,13 +181,15 @@ def read_batch(data: bytes, fmt: BatchFormat, dataset: str) -> pl.DataFrame:
             _require_whole_records(text, dataset)
     try:
         if fmt == "csv":
-            return pl.read_csv(io.BytesIO(data), infer_schema=False)
-        if fmt == "parquet":
-            return pl.read_parquet(io.BytesIO(data))
-        return pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+            frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
+        elif fmt == "parquet":
+            frame = pl.read_parquet(io.BytesIO(data))
+        else:
+            frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
     except Exception as exc:  # polars raises several error types for malformed input
         where = _first_bad_json_line(data) if fmt == "jsonl" else None
         raise _whole_batch(dataset, "format", where or f"not valid {fmt}: {exc}") from exc
+    return without_unnamed_columns(frame)
 
 
 def _examples(values: pl.Series) -> str:
@@ -258,8 +261,11 @@ def validate_batch(frame: pl.DataFrame, schema: DatasetSchema) -> tuple[pl.DataF
 
         raw = frame[col.name]
         if raw.dtype == pl.String:
-            # Empty CSV cells are missing values, not empty strings.
-            raw = raw.replace("", None)
+            # Empty CSV cells are missing values, not empty strings; so are the dataset's null markers.
+            missing = raw == ""
+            if schema.null_values:
+                missing = missing | raw.str.strip_chars().is_in(schema.null_values)
+            raw = raw.set(missing.fill_null(False), None)
         try:
             cast = _cast(raw, col)
             found = ""

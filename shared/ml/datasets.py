@@ -24,6 +24,12 @@ POLARS_TYPES: dict[str, pl.DataType] = {
     "datetime": pl.Datetime("us", "UTC"),
 }
 
+# Texts that files commonly hold for "no value": what pandas' read_csv reads as missing by default, and '?'
+# (the UCI repository's marker). `mesh dataset init` declares those a sample's numeric columns hold.
+KNOWN_NULL_MARKERS = (
+    "NA", "N/A", "n/a", "na", "NaN", "nan", "-nan", "NULL", "null", "None", "<NA>", "#N/A", "#NA", "?",
+)  # fmt: skip
+
 DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -57,6 +63,10 @@ class DatasetSchema(BaseModel):
     description: str = ""
     target: str | None = Field(default=None, description="the label column, if the dataset is supervised")
     allow_extra_columns: bool = False
+    null_values: list[str] = Field(
+        default_factory=list,
+        description="texts meaning a missing value in this dataset's files (e.g. NA, N/A, ?), in any column",
+    )
     columns: list[ColumnSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -68,6 +78,11 @@ class DatasetSchema(BaseModel):
             raise ValueError("column names must be unique")
         if self.target is not None and self.target not in names:
             raise ValueError(f"target {self.target!r} is not a declared column")
+        if any(not marker.strip() for marker in self.null_values):
+            raise ValueError("null_values: a marker is blank (an empty value is always missing)")
+        for col in self.columns:
+            if both := sorted(set(col.allowed or []) & set(self.null_values)):
+                raise ValueError(f"column {col.name}: allowed values {both} are also null_values")
         return self
 
     @property
@@ -86,8 +101,19 @@ class DatasetSchema(BaseModel):
 
     @property
     def schema_hash(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # Without null markers, the hash a schema had before they could be declared: its feature sets keep
+        # their ids.
+        unset = set() if self.null_values else {"null_values"}
+        canonical = json.dumps(
+            self.model_dump(mode="json", exclude=unset), sort_keys=True, separators=(",", ":")
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def without_unnamed_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` without the columns whose header is blank: R's write.csv and pandas' to_csv write row
+    numbers there, which are not data (and a column without a name cannot be declared)."""
+    return frame.drop([column for column in frame.columns if not column.strip()])
 
 
 class UnknownDataset(LookupError):

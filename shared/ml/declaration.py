@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.ml.config_files import ConfigProblem, InvalidConfig, problems_of, read_config
-from shared.ml.datasets import DATASET_NAME, DatasetSchema
+from shared.ml.datasets import DATASET_NAME, KNOWN_NULL_MARKERS, DatasetSchema, without_unnamed_columns
 from shared.ml.estimators import EstimatorConfig, estimator_problems
 from shared.ml.features import (
     FeatureOp,
@@ -65,6 +65,9 @@ SAMPLE_FORMATS: dict[str, str] = {
 MAX_CATEGORIES = (
     20  # a text column with at most this many distinct values (and < half the rows) is a category
 )
+# An integer column holding each number of a range once, in a sample of at least this many rows, is a row
+# number or a counter id: no feature (its value says where a row sits in a file, not what it is).
+ROW_NUMBER_MIN_ROWS = 20
 MOSTLY_NUMERIC = 0.9  # a text column with more than this share of numbers (but not all) is ambiguous
 EXAMPLES_SHOWN = 3
 NUMERIC_DTYPES = ("int", "float")
@@ -435,6 +438,9 @@ def infer_declaration(
         raise DeclarationError(f"dataset name {name!r} must match {DATASET_NAME.pattern}")
     if frame.height == 0:
         raise DeclarationError("the sample has no rows")
+    named = without_unnamed_columns(frame)
+    unnamed = frame.width - named.width
+    frame = named
     if target not in frame.columns:
         raise DeclarationError(
             f"target column {target!r} is not in the file (its columns: {_listed(frame.columns)})"
@@ -449,7 +455,8 @@ def infer_declaration(
     if task is not None and task not in TASK_KINDS:
         raise DeclarationError(f"task {task!r} is not one of {', '.join(TASK_KINDS)}")
 
-    frame = _normalised(frame, keep_text=id_column)
+    null_values = _null_markers(frame, keep_text=id_column)
+    frame = _normalised(frame, keep_text=id_column, null_values=null_values)
     labels = frame[target]
     chosen = _task_of(labels, target, task)
 
@@ -462,11 +469,18 @@ def infer_declaration(
         if column == target:
             columns.append(_target_column(series, chosen))
             continue
-        spec = _column_spec(series, is_id=column == id_column)
+        row_numbers = column != id_column and _row_numbers(series)
+        spec = _column_spec(series, is_id=column == id_column or row_numbers)
         columns.append(spec)
         if column == id_column:
             continue
-        ops, why_not = _features_of(series, spec, used_names)
+        ops: list[dict[str, Any]]
+        why_not: str | None
+        if row_numbers:
+            span = f"{series.min()!s}..{series.max()!s}"
+            ops, why_not = [], f"holds {span}, each once: a row number or a counter id, not a feature"
+        else:
+            ops, why_not = _features_of(series, spec, used_names)
         features.extend(ops)
         if why_not:
             left_out.append(column)
@@ -480,11 +494,14 @@ def infer_declaration(
     description = f"Inferred by `mesh dataset init` from a sample of {frame.height} rows: review before use."
     if left_out:
         description += f" Not features (see their descriptions): {', '.join(left_out)}."
+    if unnamed:
+        description += " The file's unnamed column (row numbers, as R and pandas write them) is not data."
     schema = {
         "name": name,
         "description": description,
         "target": target,
         "allow_extra_columns": False,
+        **({"null_values": null_values} if null_values else {}),
         "columns": columns,
     }
     spec_config: dict[str, Any] = {"dataset": name, "target": target}
@@ -512,8 +529,24 @@ def _examples(values: pl.Series) -> str:
     return ", ".join(repr(v) for v in values.unique(maintain_order=True).head(EXAMPLES_SHOWN).to_list())
 
 
-def _normalised(frame: pl.DataFrame, keep_text: str | None) -> pl.DataFrame:
-    """Text columns as ingest reads them (an empty value is missing); one holding only numbers as numbers.
+def _null_markers(frame: pl.DataFrame, keep_text: str | None) -> list[str]:
+    """The known null markers (NA, N/A, ?...) that text columns otherwise holding only numbers use for
+    "no value": unambiguous there, so declared as the dataset's ``null_values`` and read as missing in
+    every column, as ingest will."""
+    found: set[str] = set()
+    for column in frame.columns:
+        if column == keep_text or frame[column].dtype != pl.String:
+            continue
+        present = frame[column].str.strip_chars().replace("", None).drop_nulls()
+        others = present.filter(present.cast(pl.Float64, strict=False).is_null()).unique()
+        if others.len() < present.len() and others.is_in(KNOWN_NULL_MARKERS).all():
+            found.update(others.to_list())
+    return sorted(found)
+
+
+def _normalised(frame: pl.DataFrame, keep_text: str | None, null_values: list[str]) -> pl.DataFrame:
+    """Text columns as ingest reads them (an empty value or a null marker is missing); one holding only
+    numbers as numbers.
 
     A text column mostly of numbers with a few other values is ambiguous: DeclarationError names it."""
     replaced: list[pl.Series] = []
@@ -524,7 +557,8 @@ def _normalised(frame: pl.DataFrame, keep_text: str | None) -> pl.DataFrame:
         if series.dtype != pl.String:
             replaced.append(series)
             continue
-        series = series.str.strip_chars().replace("", None)
+        series = series.str.strip_chars()
+        series = series.set(series.is_in(["", *null_values]).fill_null(False), None)
         present = series.drop_nulls()
         numbers = present.cast(pl.Float64, strict=False)
         parsed = present.len() - numbers.null_count()
@@ -646,6 +680,13 @@ def _column_spec(series: pl.Series, is_id: bool = False) -> dict[str, Any]:
         spec["required"] = False
         spec["max_null_rate"] = min(1.0, math.ceil((2 * rate + 0.05) * 1000) / 1000)
     return spec
+
+
+def _row_numbers(series: pl.Series) -> bool:
+    if not series.dtype.is_integer() or series.null_count() or series.len() < ROW_NUMBER_MIN_ROWS:
+        return False
+    span = int(series.max()) - int(series.min()) + 1  # type: ignore[arg-type]
+    return span == series.len() and series.n_unique() == series.len()
 
 
 def _range(low: float, high: float) -> tuple[float, float]:
@@ -810,6 +851,7 @@ def summary(configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "dataset": schema["name"],
         "task": configs["models"]["task"],
         "target": schema["target"],
+        "null_values": schema.get("null_values", []),
         "columns": columns,
     }
 

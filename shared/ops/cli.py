@@ -718,6 +718,9 @@ def _declared(result: dict[str, Any]) -> Any:
     task = Text.assemble(
         "task ", (result["task"], "bold"), f" on target {result['target']!r}, from {result['rows']} rows"
     )
+    if result["null_values"]:
+        markers = ", ".join(repr(marker) for marker in result["null_values"])
+        task.append(f"; {markers} read as missing (null_values)")
     files = Text("\n".join(f"wrote {path}" for path in result["files"]))
     hint = Text(f"review them, then: mesh dataset check {result['dataset']}", style="dim")
     return Group(task, table, files, hint)

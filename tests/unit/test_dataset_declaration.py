@@ -193,9 +193,9 @@ def labelled(label: list[Any], **columns: list[Any]) -> pl.DataFrame:
         (labelled([0.5, 1.5] * 5), "binary", "target column 'y' has fractional values"),
         (labelled([0, 1, None, 1]), None, "target column 'y' has 1 missing value(s)"),
         (
-            labelled([0, 1] * 20, age=[str(i) for i in range(37)] + ["n/a", "?", "n/a"]),
+            labelled([0, 1] * 20, age=[str(i) for i in range(37)] + ["n/a", "twelve", "n/a"]),
             None,
-            "column 'age' is mostly numeric but has 3 values that are not numbers, e.g. 'n/a', '?'",
+            "column 'age' is mostly numeric but has 3 values that are not numbers, e.g. 'n/a', 'twelve'",
         ),
     ],
     ids=[
@@ -217,12 +217,71 @@ def test_a_sample_that_cannot_be_declared_is_refused_naming_the_column(
 
 def test_a_mostly_numeric_csv_column_is_ambiguous(tmp_path: Path) -> None:
     sample = tmp_path / "ages.csv"
-    sample.write_text("age,y\n" + "".join(f"{20 + i},{i % 2}\n" for i in range(30)) + "n/a,1\n")
+    sample.write_text("age,y\n" + "".join(f"{20 + i},{i % 2}\n" for i in range(30)) + "unknown,1\n")
     with pytest.raises(
         ValueError,
-        match=r"column 'age' is mostly numeric but has 1 value that is not a number, e.g. 'n/a'; clean it",
+        match=r"column 'age' is mostly numeric but has 1 value that is not a number, e.g. 'unknown'; clean",
     ):
         infer_declaration(read_sample(sample), "ages", "y")
+
+
+def r_write_csv(path: Path, rows: int = 60) -> None:
+    """A file as R's write.csv writes it: row numbers under an unnamed header, every missing value NA."""
+    lines = ['"","species","bill_mm","mass_g","sex","tag"']
+    for i in range(rows):
+        bill = "NA" if i % 20 == 3 else f"{35 + (i % 7) * 1.5:.1f}"
+        mass = "NA" if i % 20 == 3 else str(3000 + 25 * (i % 11))
+        sex = "NA" if i % 10 == 5 else ("male", "female")[i % 2]
+        lines.append(
+            f'"{i + 1}","{("Adelie", "Gentoo", "Chinstrap")[i % 3]}",{bill},{mass},"{sex}",{1000 + i}'
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_file_written_by_r_is_declared_and_ingested_as_it_is(tmp_path: Path) -> None:
+    """NA is read as missing (in numbers and categories alike) because the numeric columns show it is a
+    marker; the unnamed row-number column is no column; a counter column is declared but no feature."""
+    sample = tmp_path / "penguins.csv"
+    r_write_csv(sample)
+    configs = infer_declaration(read_sample(sample), "penguins", "species")
+    write_declaration(tmp_path, "penguins", configs, force=False)
+    assert check_dataset(tmp_path, "penguins") == []
+
+    schema = load_schema(tmp_path, "penguins")
+    assert schema.null_values == ["NA"]
+    assert schema.column_names == ["species", "bill_mm", "mass_g", "sex", "tag"]
+    assert "unnamed column" in schema.description
+    assert schema.column("bill_mm").dtype == "float" and schema.column("mass_g").dtype == "int"
+    assert schema.column("sex").allowed == ["female", "male"]
+    tag = schema.column("tag")
+    assert (tag.dtype, tag.min, tag.max) == ("int", None, None)
+    assert "1000..1059, each once: a row number or a counter id" in tag.description
+    spec = load_feature_spec(tmp_path, "penguins")
+    assert "tag" not in spec.input_columns and {"bill_mm", "mass_g", "sex"} <= set(spec.input_columns)
+
+    # Ingest reads the same file as declared: NA is null everywhere, the row numbers are not read.
+    frame, failures = validate_batch(read_batch(sample.read_bytes(), "csv", "penguins"), schema)
+    assert failures == []
+    assert frame.columns == schema.column_names
+    assert frame["bill_mm"].null_count() == 3 and frame["sex"].null_count() == 6
+    assert frame["sex"].drop_nulls().unique().sort().to_list() == ["female", "male"]
+    # ... and a marker padded by the separator (", NA") is a marker too; other text is still a type error.
+    padded = sample.read_text().replace(",NA,", ", NA ,").replace(",3025,", ",many,")
+    frame, failures = validate_batch(read_batch(padded.encode(), "csv", "penguins"), schema)
+    assert [(f.column, f.rule) for f in failures] == [("mass_g", "type")]
+
+
+def test_null_markers_are_checked_against_allowed_values() -> None:
+    from shared.ml.datasets import DatasetSchema
+
+    columns = [{"name": "sex", "dtype": "category", "allowed": ["female", "male", "NA"]}]
+    with pytest.raises(ValueError, match=r"column sex: allowed values \['NA'\] are also null_values"):
+        DatasetSchema(name="d", columns=columns, null_values=["NA"])
+    with pytest.raises(ValueError, match="null_values: a marker is blank"):
+        DatasetSchema(name="d", columns=[{"name": "x", "dtype": "int"}], null_values=[" "])
+    plain = DatasetSchema(name="d", columns=[{"name": "x", "dtype": "int"}])
+    marked = DatasetSchema(name="d", columns=[{"name": "x", "dtype": "int"}], null_values=["NA"])
+    assert plain.schema_hash != marked.schema_hash  # a new marker reads old files anew: new feature sets
 
 
 def test_a_target_not_in_the_file_names_the_known_columns() -> None:
