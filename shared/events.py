@@ -9,11 +9,12 @@ The event ``type`` equals the name of the stream it travels on: one stream per e
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 SCHEMA_VERSION = 1
 # Namespace for event ids derived from their cause, so a redelivered cause re-emits the same id
@@ -71,12 +72,21 @@ class RetrainRequested(Payload):
     window_snapshots: int | None = Field(default=None, ge=1)
 
 
+def _undefined_as_nan(value: object) -> object:
+    return math.nan if value is None else value
+
+
+# A figure that may be undefined (ROC AUC on a holdout of one class, a test on too few values): NaN in
+# Python, null on the wire (JSON has no NaN, and pydantic writes it as null), NaN again when read.
+Figure = Annotated[float, BeforeValidator(_undefined_as_nan, json_schema_input_type=float | None)]
+
+
 class ModelTrained(Payload):
     dataset: str
     model_name: str
     run_id: str
     model_uri: str
-    metrics: dict[str, float]
+    metrics: dict[str, Figure]
     feature_set_id: str
     snapshot_ids: list[str]
     params: dict[str, Any] = Field(default_factory=dict)
@@ -131,7 +141,7 @@ class DriftDetected(Payload):
     model_name: str
     model_version: str
     window: dict[str, Any]
-    scores: dict[str, dict[str, float]]
+    scores: dict[str, dict[str, Figure]]
     fired: list[str]
 
 

@@ -95,10 +95,21 @@ def require_manifest(data_root: Path, dataset: str, fs_id: str) -> FeatureSetMan
 
 def split_mask(frame: pl.DataFrame | pl.LazyFrame, spec: FeatureSpec) -> pl.Expr:
     """True for holdout rows: a seeded hash of the row id, so a row keeps its side as the window grows.
-    Without an id column, of the row's content (its inputs and target): the same row, the same side."""
-    key = pl.col(spec.id_column) if spec.id_column else pl.struct([*spec.input_columns, spec.target])
-    bucket = key.hash(seed=spec.split.seed) % SPLIT_BUCKETS
-    return bucket < int(spec.split.holdout_fraction * SPLIT_BUCKETS)
+
+    Without an id column, of the row's content (its inputs and target) and, for the second and later
+    copies of the same content, which copy it is: otherwise every copy of a row would fall on one side,
+    and a dataset of few distinct rows (only categories, say) could hold out a single class."""
+    if spec.id_column:
+        key = pl.col(spec.id_column).hash(seed=spec.split.seed)
+    else:
+        content = pl.struct([*spec.input_columns, spec.target])
+        copy = pl.int_range(pl.len(), dtype=pl.UInt32).over(content)
+        key = (
+            pl.when(copy == 0)
+            .then(content.hash(seed=spec.split.seed))
+            .otherwise(pl.struct(content, copy).hash(seed=spec.split.seed))
+        )
+    return key % SPLIT_BUCKETS < int(spec.split.holdout_fraction * SPLIT_BUCKETS)
 
 
 def _number(value: object) -> float:

@@ -155,6 +155,11 @@ def sanity_problems(
     """
     problems: list[str] = []
     gate = config.gate
+    if config.task != "regression" and (classes := holdout[target].drop_nulls().unique()).len() < 2:
+        problems.append(
+            f"the holdout holds one class ({', '.join(map(repr, classes.to_list()))}): a classifier cannot "
+            "be validated on it (more rows, or more distinct rows, are needed)"
+        )
     records = holdout.drop(target)
     values = predict_outputs(model, records, config.task).numeric
     spread = float(np.max(np.std(values, axis=0))) if values.size else 0.0

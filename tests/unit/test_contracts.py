@@ -1,4 +1,5 @@
 import json
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -8,6 +9,7 @@ from shared.events import (
     ContractError,
     DataIngested,
     IngestRequested,
+    ModelTrained,
     new_event,
     parse_event,
 )
@@ -33,6 +35,19 @@ def test_envelope_round_trips_through_json() -> None:
     assert parsed.payload.snapshot_id == "abc"
     assert parsed.schema_version == 1
     assert parsed.occurred_at.tzinfo is not None
+
+
+def test_an_undefined_metric_travels_as_null_and_reads_back_as_nan() -> None:
+    """ROC AUC on a holdout of one class is NaN: JSON has no NaN, so the event carries null, not an
+    invalid event for the registry to dead-letter."""
+    trained = ModelTrained(
+        dataset="d", model_name="m", run_id="r", model_uri="models:/m/1", feature_set_id="f",
+        snapshot_ids=["s"], metrics={"roc_auc": math.nan, "accuracy": 0.5},
+    )  # fmt: skip
+    wire = new_event(events.MODEL_TRAINED, trained).model_dump_json()
+    assert json.loads(wire)["payload"]["metrics"] == {"roc_auc": None, "accuracy": 0.5}
+    metrics = parse_event(wire, events.MODEL_TRAINED).payload.metrics
+    assert math.isnan(metrics["roc_auc"]) and metrics["accuracy"] == 0.5
 
 
 def test_a_caused_event_continues_the_chain() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from shared.ml.datasets import DatasetSchema
 from shared.ml.feature_sets import (
+    SPLIT_BUCKETS,
     FeatureSetManifest,
     bin_shares,
     build_feature_set,
@@ -179,6 +180,26 @@ def test_a_row_keeps_its_side_as_the_window_grows(
     assert first <= second
     assert second & s1_ids == first  # and no train row of s1 moved to the holdout
     assert second - s1_ids  # s2 contributed holdout rows of its own
+
+
+def test_copies_of_a_row_without_an_id_are_split_like_rows(spec: FeatureSpec) -> None:
+    """Without an id, a row's side is a hash of its content; the copies of one content (a dataset of
+    categories only has few distinct rows) are spread over both sides, the first copy keeping its side."""
+    no_id = spec.model_copy(update={"id_column": None})
+    distinct = generate(rows=24, seed=3)
+    copies = pl.concat([distinct] * 50)
+    holdout = copies.with_row_index().filter(split_mask(copies, no_id))
+    assert abs(holdout.height / copies.height - no_id.split.holdout_fraction) <= 0.05
+    assert holdout["churned"].n_unique() == 2
+    assert holdout.select(*no_id.input_columns, no_id.target).unique().height == 24  # each row, some copies
+    # The first copy of each row lies where the content alone puts it (where it lay before copies counted).
+    content = pl.struct([*no_id.input_columns, no_id.target]).hash(seed=no_id.split.seed)
+    alone = distinct.select(
+        content % SPLIT_BUCKETS < no_id.split.holdout_fraction * SPLIT_BUCKETS
+    ).to_series()
+    assert copies.head(24).select(split_mask(copies.head(24), no_id)).to_series().equals(alone)
+    # Deterministic: the same rows, the same sides.
+    assert copies.select(split_mask(copies, no_id)).equals(copies.select(split_mask(copies, no_id)))
 
 
 def test_a_window_that_cannot_be_split_is_refused(

@@ -187,6 +187,12 @@ def test_a_constant_model_is_reported(trained: Trained, config: ModelConfig) -> 
     assert "constant predictions" in problems[0]
 
 
+def test_a_holdout_of_one_class_is_reported(trained: Trained, config: ModelConfig) -> None:
+    one_class = trained.holdout.filter(pl.col("churned") == 1)
+    problems, _ = sanity_problems(trained.model, one_class, "churned", _budget(config, 1_000.0))
+    assert problems[0].startswith("the holdout holds one class (1): a classifier cannot be validated")
+
+
 def test_a_tiny_latency_budget_is_reported(trained: Trained, config: ModelConfig) -> None:
     problems, latency = sanity_problems(trained.model, trained.holdout, "churned", _budget(config, 1e-6))
     assert latency > 1e-6
