@@ -9,7 +9,6 @@ from typing import Any
 import mlflow
 import polars as pl
 from mlflow.data.polars_dataset import from_polars
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from opentelemetry import trace
 
@@ -23,6 +22,7 @@ from shared.ml.modeling import (
     fit_servable,
     limit_native_threads,
     model_requirements,
+    model_signature,
 )
 from shared.ml.tasks import output_profile, predict_outputs, score
 
@@ -123,10 +123,12 @@ def train(
         metrics = score(holdout[target].to_numpy(), holdout_outputs)
         span.set_attributes({f"mesh.metric.{k}": v for k, v in metrics.items()})
 
-    records = holdout.select(FeaturePipeline.from_dict(pipeline).spec.input_columns)
+    declared = FeaturePipeline.from_dict(pipeline)
+    records = holdout.select(declared.spec.input_columns)
     example = records.head(5).to_pandas()
     # What pyfunc's predict returns (the label or the value), as serving answers it.
-    signature = infer_signature(example, predict_outputs(model, records.head(5), config.task).predictions)
+    outputs = predict_outputs(model, records.head(5), config.task).predictions
+    signature = model_signature(declared.schema, declared.spec.input_columns, outputs)
     params: dict[str, Any] = {
         "task": config.task,
         "estimator": config.estimator.resolved_path(config.task),

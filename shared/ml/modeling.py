@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 import skops.io
-from mlflow.models import Model
+from mlflow.models import Model, ModelSignature, infer_signature
+from mlflow.types import ColSpec, Schema, TensorSpec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from shared.ml.config_files import ConfigProblem, InvalidConfig, read_config
+from shared.ml.datasets import DatasetSchema
 from shared.ml.estimators import SKOPS_FILES, EstimatorConfig, build_estimator, trusted_types
 from shared.ml.features import FeatureTransformer
 from shared.ml.tasks import DEFAULT_PRIMARY_METRIC, METRICS, TaskKind, predict_outputs
@@ -49,6 +51,27 @@ def model_requirements(config: ModelConfig) -> list[str]:
     if root in ESTIMATOR_PACKAGES:
         names.append(ESTIMATOR_PACKAGES[root])
     return [f"{name}=={importlib.metadata.version(name)}" for name in names]
+
+
+# A dataset type as MLflow's signature names it.
+MLFLOW_TYPES = {
+    "int": "long", "float": "double", "str": "string", "category": "string", "bool": "boolean",
+    "datetime": "datetime",
+}  # fmt: skip
+
+
+def model_signature(schema: DatasetSchema, columns: list[str], predictions: Any) -> ModelSignature:
+    """What a logged model takes, from the declared schema rather than inferred from a few rows: a column
+    the dataset may lack or leave empty is optional, and an int one is a double then (pandas, which
+    MLflow's pyfunc hands the model, has no missing int: a user's frame holds NaN there). The outputs
+    are inferred from ``predictions``, what pyfunc's predict returns."""
+    inputs: list[ColSpec | TensorSpec] = []
+    for name in columns:
+        column = schema.column(name)
+        optional = not column.required or column.max_null_rate > 0
+        kind = "double" if optional and column.dtype == "int" else MLFLOW_TYPES[column.dtype]
+        inputs.append(ColSpec(kind, name, required=not optional))
+    return ModelSignature(inputs=Schema(inputs), outputs=infer_signature(None, predictions).outputs)
 
 
 class GateConfig(BaseModel):

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from services.training.trainer import TAG_TRIGGER, experiment_name, train
 from services.training.windows import latest_window
-from shared.ml.datasets import DatasetSchema
+from shared.ml.datasets import DatasetSchema, load_schema
 from shared.ml.modeling import load_model_config
 from shared.ml.snapshots import SnapshotStore
 from shared.ops.demo_data import generate
@@ -82,3 +85,43 @@ def test_a_run_an_earlier_delivery_left_unfinished_is_marked_failed_and_trained_
     assert trained.run_id != abandoned.info.run_id
     assert client.get_run(abandoned.info.run_id).info.status == "FAILED"
     assert client.get_run(trained.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.timeout(300)
+def test_pyfunc_takes_a_users_frame_with_values_missing_where_the_schema_allows(
+    settings: MeshSettings, mlflow_uri: str, tmp_path: Path
+) -> None:
+    """The logged signature comes from the declared schema: an optional column is optional, and an
+    optional int one a double, since a pandas frame (what pyfunc hands the model) holds NaN there."""
+    client: MlflowClient = mlflow_client(settings.model_copy(update={"mlflow_tracking_uri": mlflow_uri}))
+    config_dir, data_root = tmp_path / "config", tmp_path / "data"
+    shutil.copytree(CONFIG_DIR, config_dir)
+    declared_file = config_dir / "datasets" / "demo.yaml"
+    declared = yaml.safe_load(declared_file.read_text())
+    for column in declared["columns"]:
+        if column["name"] == "support_calls":
+            column.update(required=False, max_null_rate=0.2)
+    declared_file.write_text(yaml.safe_dump(declared))
+    schema = load_schema(config_dir, "demo")
+    commit_snapshot(SnapshotStore(data_root), schema, "s1", generate(rows=600, seed=3))
+    trained = train(
+        client,
+        latest_window(config_dir, data_root, "demo", None),
+        load_model_config(config_dir, "demo"),
+        trigger_type="features.ready",
+        trigger_event_id=f"event-{uuid.uuid4().hex}",
+        correlation_id="correlation-3",
+    )
+
+    signature = mlflow.models.get_model_info(trained.model_uri).signature
+    assert signature is not None
+    inputs = {spec.name: (spec.type.name, spec.required) for spec in signature.inputs.inputs}
+    assert inputs["support_calls"] == ("double", False)
+    assert inputs["last_login_days"] == ("double", False)
+    assert inputs["age"] == ("long", True) and inputs["region"] == ("string", True)
+
+    frame = generate(rows=4, seed=4).to_pandas()[list(inputs)]
+    frame["support_calls"] = [1.0, np.nan, 3.0, np.nan]
+    frame["last_login_days"] = np.nan
+    predictions = mlflow.pyfunc.load_model(trained.model_uri).predict(frame)
+    assert len(predictions) == 4
