@@ -20,13 +20,13 @@ from typing import Any
 import httpx
 import polars as pl
 from rich.console import Console
-from rich.panel import Panel
 
 from shared import events
 from shared.ml.modeling import load_model_config
 from shared.ops import launcher
 from shared.ops.demo_data import EXAMPLE_RECORD, cancer, cancer_record, generate, wine, wine_record
 from shared.ops.driver import MeshDriver, MeshDriverError
+from shared.ops.embedded import valkey_server_binary
 from shared.runtime.settings import MeshSettings
 
 STEP_TIMEOUT_S = 300.0
@@ -193,38 +193,40 @@ class Demo:
         return None
 
     def where_to_look(self) -> None:
-        mlflow_url, mesh = self.settings.effective_mlflow_uri, self.mesh
-        churn, cancer_model = self.models["demo"], self.models["cancer"]
-        more = " " * 40  # a second line under the first one's value
-        self.console.print(
-            Panel.fit(
-                "\n".join(
-                    [
-                        f"MLflow UI (runs, lineage, registry):    {mlflow_url}/#/models/{churn}",
-                        f"{more}{mlflow_url}/#/models/{cancer_model}",
-                        f"{more}{mlflow_url}/#/models/{self.models['wine']}",
-                        f"Serving (BentoML, Swagger UI at /):     {mesh.serving}/models   (GET /models/NAME)",
-                        f'{more}POST /predict {{"model": NAME, "features": {{...}}}}',
-                        f"Ingest:                                 {mesh.ingest}/datasets/demo/snapshots",
-                        f"{more}{mesh.ingest}/datasets/cancer/snapshots",
-                        f"{more}{mesh.ingest}/datasets/wine/snapshots",
-                        f"Registry:                               {mesh.registry}/models/{churn}",
-                        f"{more}{mesh.registry}/models/{cancer_model}",
-                        f"{more}{mesh.registry}/models/{self.models['wine']}",
-                        f"Drift reports:                          {mesh.monitor}/drift/{churn}/report",
-                        f"{more}{mesh.monitor}/drift/{cancer_model}/report",
-                        f"{more}{mesh.monitor}/drift/{self.models['wine']}/report",
-                        f"Events:   redis-cli -p {self.settings.redis_port} XRANGE model.promoted - +",
-                        f"Logs:     {self.settings.state_dir.resolve() / 'logs'}   (make logs)",
-                        f'Rollback: curl -X POST -H "Authorization: Bearer $(cat '
-                        f'{self.settings.state_dir.resolve() / "registry-token"})" '
-                        f"{mesh.registry}/models/{churn}/rollback",
-                        "The stack keeps running: stop it with `make down`.",
-                    ]
-                ),
-                title="where to look",
-            )
-        )
+        """One line per address, never wrapped by rich: a URL cut in two is no link (the terminal wraps a
+        long line, and it stays one)."""
+        mlflow_url, mesh, state = self.settings.effective_mlflow_uri, self.mesh, self.settings.state_dir
+        models = list(self.models.values())  # one per demo dataset: churn, cancer, wine
+        valkey_cli = valkey_server_binary().with_name("valkey-cli")
+        token = state.resolve() / "registry-token"
+        rollback = f"{mesh.registry}/models/{models[0]}/rollback"
+        lines: list[tuple[str, str]] = [
+            ("MLflow UI (runs, lineage, registry)", f"{mlflow_url}/#/models/{models[0]}"),
+            *(("", f"{mlflow_url}/#/models/{name}") for name in models[1:]),
+            ("Serving (BentoML, Swagger UI at /)", f"{mesh.serving}/models   (GET /models/NAME)"),
+            ("", 'POST /predict {"model": NAME, "features": {...}}'),
+            *(
+                ("Ingest" if i == 0 else "", f"{mesh.ingest}/datasets/{dataset}/snapshots")
+                for i, dataset in enumerate(self.models)
+            ),
+            *(
+                ("Registry" if i == 0 else "", f"{mesh.registry}/models/{name}")
+                for i, name in enumerate(models)
+            ),
+            *(
+                ("Drift reports" if i == 0 else "", f"{mesh.monitor}/drift/{name}/report")
+                for i, name in enumerate(models)
+            ),
+            ("Events", ".venv/bin/mesh watch   (and: mesh status, mesh deadletter list)"),
+            ("", f"{valkey_cli} -p {self.settings.redis_port} XRANGE model.promoted - +"),
+            ("Logs", f"{state.resolve() / 'logs'}   (make logs)"),
+            ("Rollback", f'curl -X POST -H "Authorization: Bearer $(cat {token})" {rollback}'),
+        ]
+        width = max(len(label) for label, _ in lines)
+        self.console.rule("where to look")
+        for label, value in lines:
+            self.console.print(f"{label:<{width}}  {value}", soft_wrap=True, highlight=False, markup=False)
+        self.console.print("The stack keeps running: stop it with `make down`.")
 
 
 # What a demo leaves in the local stack's state dir: its data, registry, streams and batches. A second run
