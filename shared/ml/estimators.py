@@ -47,7 +47,11 @@ SCALED_KINDS = ("logistic_regression", "linear")
 REVIEWED_TYPES = (
     "shared.ml.features.FeatureTransformer",  # ours: carries the feature spec and fitted state as plain data
     "shared.ml.estimators.EncodedLabels",  # ours: an estimator and the label encoder's classes
+    # Trees: their node arrays hold child and feature indices that scikit-learn follows without bounds checks
+    # (a crafted file could make inference read out of bounds; skops 0.16 stopped trusting Tree for that).
+    # The mesh loads them only through modeling.load_logged_model, which checks every index (tree_problems).
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
     "collections.OrderedDict",  # LightGBM keeps its parameters in one
     "lightgbm.basic.Booster",  # restored from its model string
     "lightgbm.sklearn.LGBMClassifier",
@@ -182,6 +186,98 @@ class EncodedLabels(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def _tree_problems(tree: Any, n_features: int) -> list[str]:
+    """A scikit-learn Tree's node arrays: each node a leaf (children -1, feature -2) or split on a feature
+    of the input into two later nodes; every node but the root the child of exactly one; no path deeper
+    than ``max_depth`` (decision_path allocates by it)."""
+    n = int(tree.node_count)
+    left, right, feature = tree.children_left, tree.children_right, tree.feature
+    if n < 1 or not (len(left) == len(right) == len(feature) == n):
+        return [f"{n} nodes but arrays of {len(left)}, {len(right)} and {len(feature)}"]
+    return _node_problems(n, left, right, left == -1, feature, n_features, int(tree.max_depth), right == -1)
+
+
+def _predictor_problems(predictor: Any, n_features: int) -> list[str]:
+    """A HistGradientBoosting TreePredictor's nodes, as a Tree's, and each categorical split's bitset."""
+    nodes = predictor.nodes
+    leaf = nodes["is_leaf"].astype(bool)
+    problems = _node_problems(
+        len(nodes), nodes["left"], nodes["right"], leaf, nodes["feature_idx"], n_features, None, leaf
+    )
+    categorical = ~leaf & nodes["is_categorical"].astype(bool)
+    if (nodes["bitset_idx"][categorical] >= len(predictor.raw_left_cat_bitsets)).any():
+        problems.append("a categorical split names a bitset it does not hold")
+    return problems
+
+
+def _node_problems(
+    n: int,
+    left: Any,
+    right: Any,
+    leaf: Any,
+    feature: Any,
+    n_features: int,
+    max_depth: int | None,
+    right_leaf: Any,
+) -> list[str]:
+    index = np.arange(n)
+    problems = []
+    if (leaf != right_leaf).any():
+        problems.append("a node has one child")
+    split = ~leaf
+    inside = (left > index) & (left < n) & (right > index) & (right < n)
+    if not inside[split].all():
+        problems.append("a split's child index is not a later node of the tree")
+        return problems  # the checks below would index out of bounds themselves
+    if not ((feature[split] >= 0) & (feature[split] < n_features)).all():
+        problems.append(f"a split's feature index is outside the {n_features} input features")
+    parents = np.bincount(np.concatenate([left[split], right[split]]), minlength=n)
+    if parents[0] != 0 or (parents[1:] != 1).any():
+        problems.append("the nodes do not form one tree (a node with no parent or two)")
+    elif max_depth is not None:
+        depth, frontier = 0, np.array([0])
+        while len(frontier := frontier[split[frontier]]):
+            frontier, depth = np.concatenate([left[frontier], right[frontier]]), depth + 1
+        if depth > max_depth:
+            problems.append(f"a path {depth} deep in a tree declaring max_depth {max_depth}")
+    return problems
+
+
+def tree_problems(model: Any) -> list[str]:
+    """What is wrong with the trees inside ``model`` (any nesting: pipelines, ensembles, wrappers), each
+    checked against the input width of the estimator holding it."""
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+    from sklearn.tree._tree import Tree
+
+    problems: list[str] = []
+    seen: set[int] = set()
+
+    def visit(value: Any, n_features: int, where: str) -> None:
+        if id(value) in seen or isinstance(value, str | bytes | int | float):
+            return
+        seen.add(id(value))
+        if isinstance(value, np.ndarray):
+            if value.dtype == object:  # GradientBoosting keeps its trees in one
+                visit(value.ravel().tolist(), n_features, where)
+        elif isinstance(value, Tree):
+            problems.extend(f"{where}: {p}" for p in _tree_problems(value, n_features))
+        elif isinstance(value, TreePredictor):
+            problems.extend(f"{where}: {p}" for p in _predictor_problems(value, n_features))
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                visit(item, n_features, f"{where}[{i}]")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, n_features, f"{where}[{key!r}]")
+        elif hasattr(value, "__dict__") and type(value).__module__.split(".")[0] in ("sklearn", "shared"):
+            width = int(getattr(value, "n_features_in_", n_features))
+            for name, item in vars(value).items():
+                visit(item, width, f"{where}.{name}")
+
+    visit(model, 2**31, type(model).__name__)
+    return problems
 
 
 class UnreviewedTypes(ValueError):

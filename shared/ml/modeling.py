@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from shared.ml.config_files import ConfigProblem, InvalidConfig, read_config
 from shared.ml.datasets import DatasetSchema
-from shared.ml.estimators import SKOPS_FILES, EstimatorConfig, build_estimator, trusted_types
+from shared.ml.estimators import SKOPS_FILES, EstimatorConfig, build_estimator, tree_problems, trusted_types
 from shared.ml.features import FeatureTransformer
 from shared.ml.tasks import DEFAULT_PRIMARY_METRIC, METRICS, TaskKind, predict_outputs
 
@@ -229,13 +229,17 @@ def load_logged_model(local_dir: str | Path, config: ModelConfig) -> Any:
 
     Not ``mlflow.sklearn.load_model``: that trusts the list of types the model file itself declares,
     so a crafted artifact could name any type. Here the list comes from the code and the model's
-    configuration (shared.ml.estimators.trusted_types)."""
+    configuration (shared.ml.estimators.trusted_types), and every tree's node indices are checked before
+    any inference follows them (shared.ml.estimators.tree_problems)."""
     flavor = Model.load(str(local_dir)).flavors.get("sklearn")
     if flavor is None or flavor.get("serialization_format") != "skops":
         raise ValueError(f"{local_dir} is not a model the mesh logged (sklearn flavour saved with skops)")
     path = Path(local_dir) / flavor["pickled_model"]
     with SKOPS_FILES:
-        return skops.io.load(path, trusted=trusted_types(config.estimator, config.task))
+        model = skops.io.load(path, trusted=trusted_types(config.estimator, config.task))
+    if problems := tree_problems(model):
+        raise ValueError(f"{local_dir} holds malformed trees: {'; '.join(problems[:3])}")
+    return model
 
 
 class TrainingDataError(ValueError):

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import polars as pl
 import pytest
-import skops.io
 from sklearn import datasets as sk_datasets
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
 from shared.ml.estimators import (
+    BUILTIN_CLASSES,
     SKOPS_FILES,
     EncodedLabels,
     EstimatorConfig,
@@ -23,9 +27,17 @@ from shared.ml.estimators import (
     build_estimator,
     estimator_problems,
     require_reviewed,
+    tree_problems,
     trusted_types,
 )
-from shared.ml.modeling import ModelConfig, TrainingDataError, make_estimator, training_data_problems
+from shared.ml.modeling import (
+    ModelConfig,
+    TrainingDataError,
+    load_logged_model,
+    make_estimator,
+    model_requirements,
+    training_data_problems,
+)
 from shared.ml.tasks import (
     METRICS,
     Outputs,
@@ -225,16 +237,108 @@ def test_kind_or_class_exactly_one() -> None:
         EstimatorConfig.model_validate({"params": {}})
 
 
-def test_a_saved_model_is_loaded_with_the_mesh_trusted_types_only() -> None:
+TREE_CLASSES = (
+    "sklearn.tree.DecisionTreeClassifier",
+    "sklearn.ensemble.ExtraTreesClassifier",
+    "sklearn.ensemble.GradientBoostingClassifier",
+)
+SAVED = [
+    *((kind, task) for kind, (classifier, regressor) in BUILTIN_CLASSES.items() for task, path in
+      (("multiclass", classifier), ("regression", regressor)) if path),
+    *((f"class:{path}", "multiclass") for path in TREE_CLASSES),
+]  # fmt: skip
+
+
+def _small(kind: str) -> dict[str, Any]:
+    """An estimator config quick to fit: a few trees or iterations."""
+    if kind.startswith("class:"):
+        path = kind.removeprefix("class:")
+        return {"class": path, "params": {} if "DecisionTree" in path else {"n_estimators": 5}}
+    few = {"hist_gradient_boosting": {"max_iter": 5}, "linear": {}, "logistic_regression": {}}
+    return {"kind": kind, "params": few.get(kind, {"n_estimators": 5})}
+
+
+def _save(model: Any, config: ModelConfig, directory: Path) -> None:
+    """As training logs a model: the sklearn flavour, skops, the mesh's trusted types."""
+    with SKOPS_FILES:
+        mlflow.sklearn.save_model(
+            model, directory, serialization_format="skops",
+            skops_trusted_types=trusted_types(config.estimator, config.task),
+            pip_requirements=model_requirements(config),  # else MLflow infers them in a subprocess
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "task"), SAVED, ids=[f"{kind}-{task}" for kind, task in SAVED])
+def test_every_estimator_family_saves_and_loads_as_the_mesh_logs_and_serves_it(
+    kind: str, task: str, tmp_path: Path
+) -> None:
+    """Each built-in kind and task, and the tree classes one may name, holds only reviewed types and
+    round-trips through the sklearn flavour with skops, loaded by the mesh's own trusted types and tree
+    checks (skops 0.16 stopped trusting scikit-learn's Tree: random_forest models could not be saved)."""
     X, y = _wine()
-    for kind in ("lightgbm", "xgboost", "hist_gradient_boosting"):
-        config = EstimatorConfig(
-            kind=kind, params={"max_iter" if kind.startswith("hist") else "n_estimators": 5}
-        )
-        model = build_estimator(config, "multiclass", 0).fit(X, y)
-        require_reviewed(model, config, "multiclass")  # nothing beyond the reviewed types
-        loaded = skops.io.loads(skops.io.dumps(model), trusted=trusted_types(config, "multiclass"))
-        assert list(loaded.predict(X)) == list(model.predict(X))
+    if task == "regression":
+        y = X[:, 0]
+    config = _config(task, _small(kind))
+    model = build_estimator(config.estimator, task, 0).fit(X, y)
+    require_reviewed(model, config.estimator, task)  # nothing beyond the reviewed types
+    _save(model, config, tmp_path / "model")
+    loaded = load_logged_model(tmp_path / "model", config)
+    assert np.array_equal(loaded.predict(X), model.predict(X))
+
+
+def _forest_with(edit: Callable[[np.ndarray, dict[str, Any]], None]) -> Any:
+    """A fitted random forest whose first tree's node arrays (or state) were edited as a crafted file
+    could have them."""
+    X, y = _wine()
+    forest = RandomForestClassifier(n_estimators=2, random_state=0).fit(X, y)
+    cls, args, state = forest.estimators_[0].tree_.__reduce__()
+    state = {**state, "nodes": state["nodes"].copy()}
+    edit(state["nodes"], state)
+    crafted = cls(*args)
+    crafted.__setstate__(state)
+    forest.estimators_[0].tree_ = crafted
+    return forest
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda nodes, state: nodes["left_child"].__setitem__(0, 10**6), "child index is not a later node"),
+        (lambda nodes, state: nodes["feature"].__setitem__(0, 13), "feature index is outside the 13 input"),
+        (
+            lambda nodes, state: nodes["right_child"].__setitem__(0, nodes["left_child"][0]),
+            "do not form one tree",
+        ),
+        (lambda nodes, state: state.__setitem__("max_depth", 1), "deep in a tree declaring max_depth 1"),
+    ],
+    ids=["child out of bounds", "feature out of bounds", "shared child", "deeper than declared"],
+)
+def test_a_model_file_with_a_crafted_tree_is_refused_before_inference(
+    edit: Callable[[np.ndarray, dict[str, Any]], None], says: str, tmp_path: Path
+) -> None:
+    """scikit-learn follows a tree's indices without bounds checks: the mesh checks them on load."""
+    forest = _forest_with(edit)
+    assert any(says in problem for problem in tree_problems(forest))
+    config = _config("multiclass", {"kind": "random_forest"})
+    _save(forest, config, tmp_path / "model")
+    with pytest.raises(ValueError, match=r"holds malformed trees: RandomForestClassifier\.estimators_"):
+        load_logged_model(tmp_path / "model", config)
+
+
+def test_a_gradient_boosting_predictor_with_a_crafted_node_is_named() -> None:
+    X, y = _wine()
+    model = build_estimator(
+        EstimatorConfig(kind="hist_gradient_boosting", params={"max_iter": 3}), "multiclass", 0
+    )
+    model.fit(X, y)
+    assert tree_problems(model) == []
+    predictor = model._predictors[1][2]
+    predictor.nodes = predictor.nodes.copy()
+    predictor.nodes["feature_idx"][0] = 40
+    assert tree_problems(model) == [
+        "HistGradientBoostingClassifier._predictors[1][2]: a split's feature index is outside the 13 input "
+        "features"
+    ]
 
 
 def test_skops_work_waits_for_the_process_wide_lock() -> None:
