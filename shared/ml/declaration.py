@@ -68,6 +68,9 @@ MAX_CATEGORIES = (
 # An integer column holding each number of a range once, in a sample of at least this many rows, is a row
 # number or a counter id: no feature (its value says where a row sits in a file, not what it is).
 ROW_NUMBER_MIN_ROWS = 20
+# Below this many rows a sample gets a random forest: gradient boosting's leaves take 20 rows each, so on
+# a holdout-split sample of ~30 rows (R's mtcars) it cannot split at all and predicts a constant.
+FEW_ROWS = 100
 MOSTLY_NUMERIC = 0.9  # a text column with more than this share of numbers (but not all) is ambiguous
 EXAMPLES_SHOWN = 3
 NUMERIC_DTYPES = ("int", "float")
@@ -782,7 +785,7 @@ def _model_config(name: str, task: str, labels: pl.Series) -> dict[str, Any]:
         "dataset": name,
         "task": task,
         "seed": 42,
-        "estimator": {"kind": "hist_gradient_boosting"},
+        "estimator": {"kind": "hist_gradient_boosting" if labels.len() >= FEW_ROWS else "random_forest"},
         "gate": {
             "primary_metric": DEFAULT_PRIMARY_METRIC[task],
             "margin": 0.0,

@@ -284,6 +284,13 @@ def test_null_markers_are_checked_against_allowed_values() -> None:
     assert plain.schema_hash != marked.schema_hash  # a new marker reads old files anew: new feature sets
 
 
+def test_a_small_sample_gets_an_estimator_that_learns_from_few_rows() -> None:
+    few = infer_declaration(labelled([0, 1, 1, 0] * 8), "few", "y")["models"]
+    assert few["estimator"] == {"kind": "random_forest"}
+    many = infer_declaration(labelled([0, 1, 1, 0] * 25), "many", "y")["models"]
+    assert many["estimator"] == {"kind": "hist_gradient_boosting"}
+
+
 def test_a_target_not_in_the_file_names_the_known_columns() -> None:
     with pytest.raises(
         DeclarationError, match=r"target column 'label' is not in the file \(its columns: x, y\)"
