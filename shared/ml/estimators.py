@@ -18,8 +18,10 @@ import numpy as np
 import skops.io
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_classifier, is_regressor
+from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import LabelEncoder, StandardScaler
+from sklearn.tree._tree import Tree
 
 from shared.ml.tasks import is_classification
 
@@ -189,14 +191,17 @@ class EncodedLabels(ClassifierMixin, BaseEstimator):
 
 
 def _tree_problems(tree: Any, n_features: int) -> list[str]:
-    """A scikit-learn Tree's node arrays: each node a leaf (children -1, feature -2) or split on a feature
+    """A scikit-learn Tree's node arrays: each node a leaf (children -1) or split on a feature
     of the input into two later nodes; every node but the root the child of exactly one; no path deeper
     than ``max_depth`` (decision_path allocates by it)."""
     n = int(tree.node_count)
     left, right, feature = tree.children_left, tree.children_right, tree.feature
     if n < 1 or not (len(left) == len(right) == len(feature) == n):
         return [f"{n} nodes but arrays of {len(left)}, {len(right)} and {len(feature)}"]
-    return _node_problems(n, left, right, left == -1, feature, n_features, int(tree.max_depth), right == -1)
+    return _node_problems(
+        left, right, left_leaf=left == -1, right_leaf=right == -1, feature=feature, n_features=n_features,
+        max_depth=int(tree.max_depth),
+    )  # fmt: skip
 
 
 def _predictor_problems(predictor: Any, n_features: int) -> list[str]:
@@ -204,8 +209,9 @@ def _predictor_problems(predictor: Any, n_features: int) -> list[str]:
     nodes = predictor.nodes
     leaf = nodes["is_leaf"].astype(bool)
     problems = _node_problems(
-        len(nodes), nodes["left"], nodes["right"], leaf, nodes["feature_idx"], n_features, None, leaf
-    )
+        nodes["left"], nodes["right"], left_leaf=leaf, right_leaf=leaf, feature=nodes["feature_idx"],
+        n_features=n_features, max_depth=None,
+    )  # fmt: skip
     categorical = ~leaf & nodes["is_categorical"].astype(bool)
     if (nodes["bitset_idx"][categorical] >= len(predictor.raw_left_cat_bitsets)).any():
         problems.append("a categorical split names a bitset it does not hold")
@@ -213,20 +219,22 @@ def _predictor_problems(predictor: Any, n_features: int) -> list[str]:
 
 
 def _node_problems(
-    n: int,
-    left: Any,
-    right: Any,
-    leaf: Any,
-    feature: Any,
+    left: np.ndarray,
+    right: np.ndarray,
+    *,
+    left_leaf: np.ndarray,
+    right_leaf: np.ndarray,
+    feature: np.ndarray,
     n_features: int,
     max_depth: int | None,
-    right_leaf: Any,
 ) -> list[str]:
+    """Problems of node arrays where a node is a leaf or splits on ``feature`` into ``left``/``right``."""
+    n = len(left)
     index = np.arange(n)
     problems = []
-    if (leaf != right_leaf).any():
+    if (left_leaf != right_leaf).any():
         problems.append("a node has one child")
-    split = ~leaf
+    split = ~left_leaf
     inside = (left > index) & (left < n) & (right > index) & (right < n)
     if not inside[split].all():
         problems.append("a split's child index is not a later node of the tree")
@@ -248,9 +256,6 @@ def _node_problems(
 def tree_problems(model: Any) -> list[str]:
     """What is wrong with the trees inside ``model`` (any nesting: pipelines, ensembles, wrappers), each
     checked against the input width of the estimator holding it."""
-    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
-    from sklearn.tree._tree import Tree
-
     problems: list[str] = []
     seen: set[int] = set()
 
