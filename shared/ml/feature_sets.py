@@ -102,13 +102,12 @@ def split_mask(frame: pl.DataFrame | pl.LazyFrame, spec: FeatureSpec) -> pl.Expr
     if spec.id_column:
         key = pl.col(spec.id_column).hash(seed=spec.split.seed)
     else:
-        content = pl.struct([*spec.input_columns, spec.target])
-        copy = pl.int_range(pl.len(), dtype=pl.UInt32).over(content)
-        key = (
-            pl.when(copy == 0)
-            .then(content.hash(seed=spec.split.seed))
-            .otherwise(pl.struct(content, copy).hash(seed=spec.split.seed))
-        )
+        content = pl.struct([*spec.input_columns, spec.target]).hash(seed=spec.split.seed)
+        # The copy number by ranks (ties ranked in order of occurrence): a window over the content takes
+        # 8x longer on a million rows.
+        copy = content.rank("ordinal") - content.rank("min")
+        copies = pl.struct(content.alias("content"), copy.alias("copy")).hash(seed=spec.split.seed)
+        key = pl.when(copy == 0).then(content).otherwise(copies)
     return key % SPLIT_BUCKETS < int(spec.split.holdout_fraction * SPLIT_BUCKETS)
 
 
