@@ -4,11 +4,11 @@ scored, the answer offered to the sampler and returned with the model (and linea
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Tracer
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from services.serving.batching import answered
 from services.serving.catalog import ModelLookupError
@@ -17,6 +17,8 @@ from services.serving.holder import LoadedModel
 from services.serving.records import RecordError
 from services.serving.refusals import refusal
 from services.serving.sampler import PredictionSampler
+
+AnyResponse = TypeVar("AnyResponse", bound=Response)
 
 
 def _bad_record(deps: ServingDeps, exc: RecordError) -> JSONResponse:
@@ -65,7 +67,7 @@ async def predict_many(deps: ServingDeps, model: str | None, records: list[dict[
     return JSONResponse(body, headers={**loaded.headers, **deps.worker_header})
 
 
-async def traced(tracer: Tracer, route: str, respond: Callable[[], Awaitable[JSONResponse]]) -> JSONResponse:
+async def traced(tracer: Tracer, route: str, respond: Callable[[], Awaitable[AnyResponse]]) -> AnyResponse:
     """``respond()`` inside a server span named for ``route``, carrying the response status."""
     # A root of its own: BentoML wraps every call in a span of its tracer, which is not sampled and
     # not exported; as a parent it would make ours unsampled too.

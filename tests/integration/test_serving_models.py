@@ -353,6 +353,45 @@ def test_open_inference_protocol_clients_are_answered_like_the_mesh_own(
     assert unknown.status_code == 404
 
 
+def test_tritonclient_with_its_defaults_gets_binary_tensors_back(
+    servers: dict[str, ServingServer], versions: Mesh
+) -> None:
+    """tritonclient.http, the common Open Inference Protocol client, sends its inputs and asks for every
+    output in the binary tensor data extension unless told otherwise; asked-for outputs are the only ones."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    main = servers["main"]
+    current = wait_loaded(main, {DEMO})
+    client = triton.InferenceServerClient(main.url.removeprefix("http://"))
+    assert client.is_server_ready() and client.is_model_ready(DEMO)
+    assert client.get_model_metadata(DEMO)["versions"] == [current[DEMO]]
+    inputs = []
+    for name, value in EXAMPLE_RECORD.items():
+        text = isinstance(value, str)
+        column = np.array([value.encode() if text else value] * 3, dtype=object if text else np.float64)
+        tensor = triton.InferInput(name, [3], "BYTES" if text else "FP64")
+        tensor.set_data_from_numpy(column)  # binary by default
+        inputs.append(tensor)
+
+    result = client.infer(DEMO, inputs)  # no outputs named: all of them, in binary
+    mesh_answer = predict(main.url, DEMO).json()
+    assert result.as_numpy("probability").tolist() == pytest.approx([mesh_answer["probability"]] * 3)
+    assert result.as_numpy("prediction").tolist() == [mesh_answer["prediction"]] * 3  # INT64: 0 or 1
+    assert result.as_numpy("probabilities").shape == (3, 2)
+    assert len(set(result.as_numpy("request_id"))) == 3
+    assert all("binary_data_size" in output["parameters"] for output in result.get_response()["outputs"])
+
+    only = [triton.InferRequestedOutput("probability", binary_data=False)]
+    result = client.infer(DEMO, inputs, outputs=only, request_id="req-7")
+    response = result.get_response()
+    assert [o["name"] for o in response["outputs"]] == ["probability"] and response["id"] == "req-7"
+    assert response["outputs"][0]["data"] == pytest.approx([mesh_answer["probability"]] * 3)
+    with pytest.raises(triton.InferenceServerException, match=r"outputs\[0\]\.name: must be one of"):
+        client.infer(DEMO, inputs, outputs=[triton.InferRequestedOutput("nope")])
+    client.close()
+
+
 def batched_records(server: ServingServer) -> tuple[float, float]:
     """From the server's /metrics: single-record predictions scored in batches, and how many batches."""
     text = httpx.get(f"{server.url}/metrics", timeout=5).text
