@@ -73,26 +73,31 @@ async def _fill_malformed(client: aioredis.Redis, count: int) -> None:
     await pipe.execute()
 
 
-async def _timed(until: Callable[[], Awaitable[bool]], run: Awaitable[Any] | None = None) -> float:
-    """Seconds until ``until()`` holds, polling every 20 ms, with ``run`` going on meanwhile."""
-    task = asyncio.ensure_future(run) if run is not None else None
+async def _timed(
+    until: Callable[[], Awaitable[bool]], run: Callable[[asyncio.Event], Awaitable[Any]] | None = None
+) -> float:
+    """Seconds until ``until()`` holds, polling every 20 ms, with ``run(stop)`` going on meanwhile until
+    ``stop`` is set. A loop stops itself between reads: cancelling it inside a blocked redis-py read once
+    left it reading on, and the benchmark waiting for it for good."""
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(run(stop)) if run is not None else None
     started = time.perf_counter()
     while not await until():
         if task is not None and task.done():
             task.result()  # surfaces an error of the run instead of waiting forever
         await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - started
+    stop.set()
     if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait_for(task, timeout=10)  # one blocked read (1 s) at most
     return elapsed
 
 
 async def raw_hop(client: aioredis.Redis, count: int) -> float:
     await client.xgroup_create(HOP_FROM, "raw", id="0", mkstream=True)
 
-    async def loop() -> None:
-        while True:
+    async def loop(stop: asyncio.Event) -> None:
+        while not stop.is_set():
             reply: Any = await client.xreadgroup("raw", "c1", {HOP_FROM: ">"}, count=1, block=1000)
             for _, entries in reply or []:
                 for message_id, fields in entries:
@@ -103,7 +108,7 @@ async def raw_hop(client: aioredis.Redis, count: int) -> float:
                     await client.xadd(HOP_TO, {"__data__": nxt.model_dump_json()})
                     await client.xack(HOP_FROM, "raw", message_id)
 
-    return await _timed(lambda: _has(client, HOP_TO, count), loop())
+    return await _timed(lambda: _has(client, HOP_TO, count), loop)
 
 
 async def mesh_hop(client: aioredis.Redis, settings: MeshSettings, count: int) -> float:
@@ -124,9 +129,9 @@ async def raw_batch(client: aioredis.Redis, count: int) -> float:
     await client.xgroup_create(BATCH_STREAM, "raw", id="0", mkstream=True)
     handled = 0
 
-    async def loop() -> None:
+    async def loop(stop: asyncio.Event) -> None:
         nonlocal handled
-        while True:
+        while not stop.is_set():
             reply: Any = await client.xreadgroup("raw", "c1", {BATCH_STREAM: ">"}, count=500, block=1000)
             for _, entries in reply or []:
                 _ = [json.loads(entry_body(fields)) for _, fields in entries]
@@ -136,7 +141,7 @@ async def raw_batch(client: aioredis.Redis, count: int) -> float:
     async def done() -> bool:
         return handled >= count
 
-    return await _timed(done, loop())
+    return await _timed(done, loop)
 
 
 async def mesh_batch(settings: MeshSettings, count: int) -> float:
@@ -163,8 +168,8 @@ async def raw_dead_letter(client: aioredis.Redis, count: int, read_ahead: int) -
     their dead letters and acks in one pipelined trip."""
     await client.xgroup_create(HOP_FROM, "raw", id="0", mkstream=True)
 
-    async def loop() -> None:
-        while True:
+    async def loop(stop: asyncio.Event) -> None:
+        while not stop.is_set():
             reply: Any = await client.xreadgroup("raw", "c1", {HOP_FROM: ">"}, count=read_ahead, block=1000)
             pipe = client.pipeline(transaction=True)
             for _, entries in reply or []:
@@ -176,7 +181,7 @@ async def raw_dead_letter(client: aioredis.Redis, count: int, read_ahead: int) -
                         pipe.xack(HOP_FROM, "raw", message_id)
             await pipe.execute()
 
-    return await _timed(lambda: _has(client, events.DEADLETTER, count), loop())
+    return await _timed(lambda: _has(client, events.DEADLETTER, count), loop)
 
 
 async def mesh_dead_letter(client: aioredis.Redis, settings: MeshSettings, count: int) -> float:
