@@ -20,7 +20,7 @@ import polars as pl
 from pydantic import BaseModel
 
 from shared.events import DataIngested, Envelope, utcnow
-from shared.ml.datasets import ColumnSpec, DatasetSchema, without_unnamed_columns
+from shared.ml.datasets import ColumnSpec, DatasetSchema, as_missing, without_unnamed_columns
 from shared.ml.snapshots import SnapshotManifest, SnapshotStore
 
 BatchFormat = Literal["csv", "parquet", "jsonl"]
@@ -262,10 +262,7 @@ def validate_batch(frame: pl.DataFrame, schema: DatasetSchema) -> tuple[pl.DataF
         raw = frame[col.name]
         if raw.dtype == pl.String:
             # Empty CSV cells are missing values, not empty strings; so are the dataset's null markers.
-            missing = raw == ""
-            if schema.null_values:
-                missing = missing | raw.str.strip_chars().is_in(schema.null_values)
-            raw = raw.set(missing.fill_null(False), None)
+            raw = as_missing(raw, schema.null_values)
         try:
             cast = _cast(raw, col)
             found = ""

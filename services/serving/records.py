@@ -40,7 +40,7 @@ def record_model(schema: DatasetSchema, columns: list[str]) -> type[BaseModel]:
             constraints["ge"] = col.min
         if col.max is not None:
             constraints["le"] = col.max
-        optional = not col.required or col.max_null_rate > 0
+        optional = col.may_be_missing
         annotation = kind | None if optional else kind
         fields[name] = (annotation, Field(default=None if optional else ..., **constraints))
     config = ConfigDict(extra="forbid", strict=False)

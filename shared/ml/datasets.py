@@ -45,6 +45,11 @@ class ColumnSpec(BaseModel):
     max_null_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     description: str = ""
 
+    @property
+    def may_be_missing(self) -> bool:
+        """Whether a record may lack this column or leave it empty."""
+        return not self.required or self.max_null_rate > 0
+
     @model_validator(mode="after")
     def _rules_fit_type(self) -> ColumnSpec:
         if (self.min is not None or self.max is not None) and self.dtype not in ("int", "float"):
@@ -108,6 +113,14 @@ class DatasetSchema(BaseModel):
             self.model_dump(mode="json", exclude=unset), sort_keys=True, separators=(",", ":")
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def as_missing(text: pl.Series, null_values: list[str]) -> pl.Series:
+    """Text with its empty values and its dataset's null markers (compared stripped) made null."""
+    missing = text == ""
+    if null_values:
+        missing = missing | text.str.strip_chars().is_in(null_values)
+    return text.set(missing.fill_null(False), None)
 
 
 def without_unnamed_columns(frame: pl.DataFrame) -> pl.DataFrame:

@@ -21,7 +21,13 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.ml.config_files import ConfigProblem, InvalidConfig, problems_of, read_config
-from shared.ml.datasets import DATASET_NAME, KNOWN_NULL_MARKERS, DatasetSchema, without_unnamed_columns
+from shared.ml.datasets import (
+    DATASET_NAME,
+    KNOWN_NULL_MARKERS,
+    DatasetSchema,
+    as_missing,
+    without_unnamed_columns,
+)
 from shared.ml.estimators import EstimatorConfig, estimator_problems
 from shared.ml.features import (
     FeatureOp,
@@ -560,8 +566,7 @@ def _normalised(frame: pl.DataFrame, keep_text: str | None, null_values: list[st
         if series.dtype != pl.String:
             replaced.append(series)
             continue
-        series = series.str.strip_chars()
-        series = series.set(series.is_in(["", *null_values]).fill_null(False), None)
+        series = as_missing(series.str.strip_chars(), null_values)
         present = series.drop_nulls()
         numbers = present.cast(pl.Float64, strict=False)
         parsed = present.len() - numbers.null_count()

@@ -27,7 +27,7 @@ from shared.ml.config_files import ConfigProblem, InvalidConfig, read_config
 from shared.ml.datasets import DatasetSchema
 from shared.ml.estimators import SKOPS_FILES, EstimatorConfig, build_estimator, tree_problems, trusted_types
 from shared.ml.features import FeatureTransformer
-from shared.ml.tasks import DEFAULT_PRIMARY_METRIC, METRICS, TaskKind, predict_outputs
+from shared.ml.tasks import DEFAULT_PRIMARY_METRIC, METRICS, TaskKind, is_classification, predict_outputs
 
 # Registry aliases: the version serving, and the one it replaced (what a rollback returns to).
 CHAMPION = "champion"
@@ -68,7 +68,7 @@ def model_signature(schema: DatasetSchema, columns: list[str], predictions: Any)
     inputs: list[ColSpec | TensorSpec] = []
     for name in columns:
         column = schema.column(name)
-        optional = not column.required or column.max_null_rate > 0
+        optional = column.may_be_missing
         kind = "double" if optional and column.dtype == "int" else MLFLOW_TYPES[column.dtype]
         inputs.append(ColSpec(kind, name, required=not optional))
     return ModelSignature(inputs=Schema(inputs), outputs=infer_signature(None, predictions).outputs)
@@ -178,7 +178,7 @@ def sanity_problems(
     """
     problems: list[str] = []
     gate = config.gate
-    if config.task != "regression" and (classes := holdout[target].drop_nulls().unique()).len() < 2:
+    if is_classification(config.task) and (classes := holdout[target].drop_nulls().unique()).len() < 2:
         problems.append(
             f"the holdout holds one class ({', '.join(map(repr, classes.to_list()))}): a classifier cannot "
             "be validated on it (more rows, or more distinct rows, are needed)"
