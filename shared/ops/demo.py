@@ -200,32 +200,36 @@ class Demo:
         valkey_cli = valkey_server_binary().with_name("valkey-cli")
         token = state.resolve() / "registry-token"
         rollback = f"{mesh.registry}/models/{models[0]}/rollback"
-        lines: list[tuple[str, str]] = [
-            ("MLflow UI (runs, lineage, registry)", f"{mlflow_url}/#/models/{models[0]}"),
-            *(("", f"{mlflow_url}/#/models/{name}") for name in models[1:]),
-            ("Serving (BentoML, Swagger UI at /)", f"{mesh.serving}/models   (GET /models/NAME)"),
-            ("", 'POST /predict {"model": NAME, "features": {...}}'),
-            *(
-                ("Ingest" if i == 0 else "", f"{mesh.ingest}/datasets/{dataset}/snapshots")
-                for i, dataset in enumerate(self.models)
+        groups: list[tuple[str, list[str]]] = [
+            ("MLflow UI (runs, lineage, registry)", [f"{mlflow_url}/#/models/{name}" for name in models]),
+            (
+                "Serving (BentoML, Swagger UI at /)",
+                [
+                    f"{mesh.serving}/models   (GET /models/NAME)",
+                    'POST /predict {"model": NAME, "features": {...}}',
+                ],
             ),
-            *(
-                ("Registry" if i == 0 else "", f"{mesh.registry}/models/{name}")
-                for i, name in enumerate(models)
+            ("Ingest", [f"{mesh.ingest}/datasets/{dataset}/snapshots" for dataset in self.models]),
+            ("Registry", [f"{mesh.registry}/models/{name}" for name in models]),
+            ("Drift reports", [f"{mesh.monitor}/drift/{name}/report" for name in models]),
+            (
+                "Events",
+                [
+                    ".venv/bin/mesh watch   (and: mesh status, mesh deadletter list)",
+                    f"{valkey_cli} -p {self.settings.redis_port} XRANGE model.promoted - +",
+                ],
             ),
-            *(
-                ("Drift reports" if i == 0 else "", f"{mesh.monitor}/drift/{name}/report")
-                for i, name in enumerate(models)
-            ),
-            ("Events", ".venv/bin/mesh watch   (and: mesh status, mesh deadletter list)"),
-            ("", f"{valkey_cli} -p {self.settings.redis_port} XRANGE model.promoted - +"),
-            ("Logs", f"{state.resolve() / 'logs'}   (make logs)"),
-            ("Rollback", f'curl -X POST -H "Authorization: Bearer $(cat {token})" {rollback}'),
+            ("Logs", [f"{state.resolve() / 'logs'}   (make logs)"]),
+            ("Rollback", [f'curl -X POST -H "Authorization: Bearer $(cat {token})" {rollback}']),
         ]
-        width = max(len(label) for label, _ in lines)
+        width = max(len(label) for label, _ in groups)
         self.console.rule("where to look")
-        for label, value in lines:
-            self.console.print(f"{label:<{width}}  {value}", soft_wrap=True, highlight=False, markup=False)
+        for label, values in groups:
+            for value in values:  # the label on its group's first line only
+                self.console.print(
+                    f"{label:<{width}}  {value}", soft_wrap=True, highlight=False, markup=False
+                )
+                label = ""
         self.console.print("The stack keeps running: stop it with `make down`.")
 
 
