@@ -36,6 +36,7 @@ from shared.runtime.auth import ApiTokenGuard
 from shared.runtime.logging import configure_logging, get_logger
 from shared.runtime.mlflow_client import mlflow_client
 from shared.runtime.settings import MeshSettings
+from shared.runtime.stopping import STOP_LIMIT_S, finished_within
 from shared.runtime.telemetry import setup_tracing
 
 
@@ -100,8 +101,7 @@ class MeshServing:
     async def stop(self) -> None:
         if self._follower is not None:
             self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
+            await finished_within(self._follower, STOP_LIMIT_S)
         await self.deps.models.stop()
         if self.deps.batcher is not None:
             self.deps.batcher.stop()

@@ -26,6 +26,7 @@ from shared.events import Envelope
 from shared.ml.config_files import ConfigProblem
 from shared.ml.modeling import ModelConfig, valid_model_configs
 from shared.runtime.logging import get_logger
+from shared.runtime.stopping import STOP_LIMIT_S, finished_within
 
 log = get_logger("mesh.serving")
 
@@ -220,7 +221,7 @@ class ModelCatalog:
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await finished_within(asyncio.gather(*self._tasks, return_exceptions=True), STOP_LIMIT_S)
 
     # --- residency -----------------------------------------------------------------------------------
 

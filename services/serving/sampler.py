@@ -18,6 +18,7 @@ from shared.bus import MeshBus
 from shared.events import PredictionMade, new_event, utcnow
 from shared.ml.tasks import Outputs, python_value
 from shared.runtime.logging import get_logger
+from shared.runtime.stopping import STOP_LIMIT_S, finished_within
 
 log = get_logger("mesh.serving")
 
@@ -65,6 +66,7 @@ class PredictionSampler:
     _queue: asyncio.Queue[_Answered] = field(init=False)
     _queued: int = field(default=0, init=False)  # records waiting, across queued answers
     _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _stopping: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self._queue = asyncio.Queue()
@@ -85,12 +87,14 @@ class PredictionSampler:
         self._queue.put_nowait(_Answered(loaded, frame, outputs, request_ids, utcnow()))
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._drain(), name="prediction-sampler")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await finished_within(asyncio.gather(self._task, return_exceptions=True), STOP_LIMIT_S)
         while not self._queue.empty():
             await self._flush(self._take_batch())
 
@@ -105,7 +109,7 @@ class PredictionSampler:
         return records
 
     async def _drain(self) -> None:
-        while True:
+        while not self._stopping:  # a flag too: a cancel lost in a publish (shared.runtime.stopping)
             await self._flush(self._take_batch(await self._queue.get()))
 
     async def _flush(self, records: list[PredictionMade]) -> None:

@@ -31,7 +31,6 @@ Here: the wiring (which subscribers read what) and the lifecycle. What happens t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -63,6 +62,7 @@ from shared.events import Envelope, P, Stream
 from shared.runtime.logging import get_logger
 from shared.runtime.retry import retry
 from shared.runtime.settings import MeshSettings
+from shared.runtime.stopping import finished_within
 
 log = get_logger("mesh.bus")
 
@@ -236,24 +236,26 @@ class MeshBus:
         in_flight = self.deliveries.in_flight
         if in_flight:  # a slow stop waits for these, up to bus_graceful_timeout_s
             log.info("bus stopping with events in flight", entries=sorted(in_flight))
-        # Bounded: a stop that hangs (seen once on a saturated CI machine, cause not found) must not hold
-        # a service's shutdown forever; what it abandons stays pending, for the group to reclaim.
-        limit = self.settings.bus_graceful_timeout_s + 10
-        try:
-            async with asyncio.timeout(limit):
-                background = [task for task in (self._supervisor, self._housekeeper) if task is not None]
-                for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
-                self._supervisor = self._housekeeper = None
-                await self.broker.stop()
-        except TimeoutError:
-            log.error("bus stop timed out", after_s=limit, entries=sorted(in_flight))
+        # Bounded: a stop that hangs (a cancel lost in a Redis call, see shared.runtime.stopping) must not
+        # hold a service's shutdown forever; what it abandons stays pending, for the group to reclaim.
+        if not await finished_within(self._stop_consuming(), self.stop_limit_s):
+            log.error("bus stop timed out", after_s=self.stop_limit_s, entries=sorted(in_flight))
         if self._redis is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self._redis.aclose()
+            await finished_within(self._redis.aclose(), 5)
             self._redis = None
+
+    @property
+    def stop_limit_s(self) -> float:
+        """How long :meth:`stop` waits for handlers and subscribers before it abandons them."""
+        return self.settings.bus_graceful_timeout_s + 10
+
+    async def _stop_consuming(self) -> None:
+        background = [task for task in (self._supervisor, self._housekeeper) if task is not None]
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        self._supervisor = self._housekeeper = None
+        await self.broker.stop()
 
     async def ready(self) -> bool:
         if not self.started:

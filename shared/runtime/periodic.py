@@ -4,9 +4,10 @@ started and stopped with the app, a failed round logged and tried again at the n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from shared.runtime.stopping import STOP_LIMIT_S, finished_within
 
 
 class Periodic:
@@ -15,20 +16,30 @@ class Periodic:
     def __init__(self, name: str, interval: float, work: Callable[[], Awaitable[None]], log: Any) -> None:
         self.name, self.interval, self.work, self.log = name, interval, work, log
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=self.name)
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def stop(self, limit_s: float = STOP_LIMIT_S) -> None:
+        """Ends the loop: at once when idle, else after the round under way, abandoned after ``limit_s``.
+
+        A flag as well as a cancel: a cancel lost in a Redis call (see shared.runtime.stopping) surfaces
+        as a failed round, which the loop would log and follow with the next one, forever."""
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        if not await finished_within(task, limit_s):
+            self.log.error("periodic work did not stop", work=self.name, after_s=limit_s)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.interval)
+            if self._stopping:
+                return
             try:
                 await self.work()
             except Exception:  # MLflow away, Redis restarting: the next round tries again

@@ -48,6 +48,7 @@ from shared.bus import MeshBus
 from shared.events import Envelope, P, Stream
 from shared.runtime.logging import configure_logging, get_logger
 from shared.runtime.settings import MeshSettings
+from shared.runtime.stopping import finished_within
 from shared.runtime.telemetry import setup_tracing
 
 HTTP_LATENCY = Histogram(
@@ -312,6 +313,10 @@ def _head_of(route: APIRoute) -> APIRoute:
     return head
 
 
+def _name_of(hook: Hook) -> str:
+    return getattr(hook, "__qualname__", repr(hook))
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("retrain-mesh")
@@ -503,7 +508,14 @@ class ServiceRuntime:
             yield
         finally:
             for hook in reversed(self._shutdown):
-                await hook()
+                # Bounded like the bus's own stop: one hook that hangs must not keep the bus consuming.
+                try:
+                    if not await finished_within(hook(), self.bus.stop_limit_s):
+                        self.log.error(
+                            "shutdown hook timed out", hook=_name_of(hook), after_s=self.bus.stop_limit_s
+                        )
+                except Exception:
+                    self.log.exception("shutdown hook failed", hook=_name_of(hook))
             await self.bus.stop()
             self.tracer_provider.shutdown()
             self.log.info("service stopped")

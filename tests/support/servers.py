@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,9 +30,16 @@ async def serve(app: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        # Longer than the bus's graceful timeout: a server abandoned mid-shutdown would leave consumers
-        # running in this event loop, taking later tests' events.
-        await asyncio.wait_for(task, timeout=60)
+        # Longer than a service's own bounded stop (hooks, then the bus): a server abandoned mid-shutdown
+        # would leave consumers running in this event loop, taking later tests' events. Should it come
+        # to that, every task's stack says where the shutdown hung.
+        done, _ = await asyncio.wait({task}, timeout=60)
+        if not done:
+            for pending in asyncio.all_tasks():
+                pending.print_stack(file=sys.stderr)
+            task.cancel()
+            raise TimeoutError(f"the app served at port {port} did not shut down within 60 s")
+        task.result()
 
 
 @contextlib.asynccontextmanager
