@@ -104,18 +104,21 @@ def stack_roots(settings: MeshSettings) -> list[int]:
 
 
 def mlflow_at_defaults(settings: MeshSettings, log: Path) -> subprocess.Popen[bytes]:
-    """``mlflow server`` as the stack runs it, but with MLflow's defaults (its job runner on)."""
+    """``mlflow server`` with the stack's options, but with MLflow's defaults: its job runner on, and the
+    command's own parent process (the stack runs it as one process, shared.ops.mlflow_server)."""
     env = launcher_env(settings)
     [component] = [c for c in plan(load_compose(DEFAULT_COMPOSE_FILE), env) if c.kind == "mlflow"]
+    wrapper = ["python", "-m", "shared.ops.mlflow_server"]
+    assert component.command[:3] == wrapper, component.command
     run_env = process_env(component, env)
     run_env.pop("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", None)
     for directory in component.mkdir:
         directory.mkdir(parents=True, exist_ok=True)
+    command = ["mlflow", "server", *component.command[len(wrapper) :]]
     with log.open("ab") as out:
         return subprocess.Popen(
-            component.command, cwd=REPO_ROOT, env=run_env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+            command, cwd=REPO_ROOT, env=run_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def scratch_settings(prefix: str) -> MeshSettings:

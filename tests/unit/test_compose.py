@@ -7,7 +7,10 @@ what the checks on the file itself are for."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -379,7 +382,7 @@ def test_plan_in_embedded_mode(compose: dict[str, Any], settings: MeshSettings) 
 
     mlflow = components["mlflow"]
     assert mlflow.command == [
-        "mlflow", "server", "--host", "127.0.0.1", "--port", "7002",
+        "python", "-m", "shared.ops.mlflow_server", "--host", "127.0.0.1", "--port", "7002",
         "--backend-store-uri", f"sqlite:///{state}/mlflow/mlflow.db",
         "--artifacts-destination", f"{state}/mlflow/artifacts",
         "--serve-artifacts", "--workers", "1",
@@ -548,3 +551,14 @@ def test_interpolation(text: str, expected: str) -> None:
 def test_interpolation_errors(text: str) -> None:
     with pytest.raises(InterpolationError):
         interpolate(text, {"EMPTY": ""})
+
+
+def test_the_one_process_mlflow_server_refuses_to_drop_a_job_runner() -> None:
+    """Its parent would supervise MLflow's job runner: with jobs on, the wrapper is the wrong command."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"}
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.ops.mlflow_server", "--port", "1"],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in result.stderr
