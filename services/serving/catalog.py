@@ -15,9 +15,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlflow.tracking import MlflowClient
 from opentelemetry.trace import Tracer
 
 from services.serving.holder import LoadedModel, ModelHolder, SwapFailure, version_provenance
@@ -27,6 +26,9 @@ from shared.ml.config_files import ConfigProblem
 from shared.ml.modeling import ModelConfig, valid_model_configs
 from shared.runtime.logging import get_logger
 from shared.runtime.stopping import STOP_LIMIT_S, finished_within
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 log = get_logger("mesh.serving")
 

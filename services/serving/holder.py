@@ -18,19 +18,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
 import numpy as np
 import polars as pl
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-from mlflow.models import Model
-from mlflow.tracking import MlflowClient
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel
-from sklearn.base import is_classifier
 
 from services.serving.metrics import MODEL_LOADED, MODEL_LOADS, MODEL_SWAP_SECONDS, MODEL_VERSION
 from services.serving.records import RecordError, record_model, validate_records, validated_row
@@ -40,6 +34,10 @@ from shared.ml.features import FeaturePipeline
 from shared.ml.modeling import CHAMPION, ModelConfig, load_logged_model
 from shared.ml.tasks import Outputs, is_classification, model_classes, predict_outputs
 from shared.runtime.logging import get_logger
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
 
 log = get_logger("mesh.serving")
 
@@ -144,6 +142,8 @@ def version_provenance(name: str, version: ModelVersion) -> dict[str, Any]:
 def task_of(model: Any) -> str:
     """The task a fitted model serves, from the model itself: a version keeps the task it was trained for
     even when the configuration has changed since."""
+    from sklearn.base import is_classifier
+
     if not is_classifier(model):
         return "regression"
     return "binary" if len(model.classes_) == 2 else "multiclass"
@@ -151,6 +151,9 @@ def task_of(model: Any) -> str:
 
 def load_version(client: MlflowClient, config: ModelConfig, version: str) -> LoadedModel:
     """Download, deserialise and warm up one registered version; raises if it cannot serve."""
+    import mlflow
+    from mlflow.models import Model
+
     name = config.model_name
     details = client.get_model_version(name, version)
     local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
@@ -242,6 +245,8 @@ class ModelHolder:
 
     async def read_champion(self, client: MlflowClient) -> ModelVersion | None:
         """The version the ``champion`` alias names now (None if none); raises if MLflow cannot say."""
+        from mlflow.exceptions import MlflowException
+
         try:
             version = await asyncio.to_thread(client.get_model_version_by_alias, self.name, CHAMPION)
         except MlflowException as exc:

@@ -15,15 +15,12 @@ import threading
 from typing import Any, Literal
 
 import numpy as np
-import skops.io
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_classifier, is_regressor
-from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import LabelEncoder, StandardScaler
-from sklearn.tree._tree import Tree
 
 from shared.ml.tasks import is_classification
+
+# scikit-learn and skops are imported where a model is built, checked or saved, not at the top: the
+# configuration here is read by every service, most of which never hold a model.
 
 BuiltinKind = Literal[
     "logistic_regression", "linear", "hist_gradient_boosting", "random_forest", "lightgbm", "xgboost"
@@ -47,8 +44,11 @@ SCALED_KINDS = ("logistic_regression", "linear")
 # Types beyond skops' defaults that a saved model may hold, reviewed one by one. Each is plain data
 # (arrays, dicts, the native boosters' own serialised bytes) restored without running model code.
 REVIEWED_TYPES = (
-    "shared.ml.features.FeatureTransformer",  # ours: carries the feature spec and fitted state as plain data
-    "shared.ml.estimators.EncodedLabels",  # ours: an estimator and the label encoder's classes
+    "shared.ml.steps.FeatureTransformer",  # ours: carries the feature spec and fitted state as plain data
+    "shared.ml.steps.EncodedLabels",  # ours: an estimator and the label encoder's classes
+    # The same two, as models saved before they moved to shared.ml.steps name them.
+    "shared.ml.features.FeatureTransformer",
+    "shared.ml.estimators.EncodedLabels",
     # Trees: their node arrays hold child and feature indices that scikit-learn follows without bounds checks
     # (a crafted file could make inference read out of bounds; skops 0.16 stopped trusting Tree for that).
     # The mesh loads them only through modeling.load_logged_model, which checks every index (tree_problems).
@@ -131,6 +131,8 @@ def estimator_problems(config: EstimatorConfig, task: str) -> list[tuple[str, st
         instance = cls(**config.params)
     except TypeError as exc:
         return [("estimator.params", f"{path} does not take these params: {exc}")]
+    from sklearn.base import is_classifier, is_regressor
+
     if not hasattr(instance, "fit") or not hasattr(instance, "get_params"):
         return [(where, f"{path} is not a scikit-learn-compatible estimator (no fit/get_params)")]
     if is_classification(task):
@@ -144,6 +146,11 @@ def estimator_problems(config: EstimatorConfig, task: str) -> list[tuple[str, st
 def build_estimator(config: EstimatorConfig, task: str, seed: int) -> Any:
     """An unfitted estimator for ``task``: the class with its params, the mesh's defaults where the class
     takes them (seed, one native thread) and never over what the configuration says."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from shared.ml.steps import EncodedLabels
+
     path = config.resolved_path(task)
     cls = import_class(path)
     accepted = inspect.signature(cls).parameters
@@ -169,25 +176,6 @@ def trusted_types(config: EstimatorConfig, task: str) -> list[str]:
     except ValueError:
         return list(REVIEWED_TYPES)
     return sorted({*REVIEWED_TYPES, f"{cls.__module__}.{cls.__qualname__}"})
-
-
-class EncodedLabels(ClassifierMixin, BaseEstimator):
-    """A classifier that only learns labels 0..k-1 (XGBoost), taught and answering in the real labels."""
-
-    def __init__(self, estimator: Any = None) -> None:
-        self.estimator = estimator
-
-    def fit(self, X: Any, y: Any) -> EncodedLabels:
-        encoder = LabelEncoder().fit(y)
-        self.classes_ = encoder.classes_
-        self.estimator_ = clone(self.estimator).fit(X, encoder.transform(y))
-        return self
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        return np.asarray(self.estimator_.predict_proba(X))
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
 def _tree_problems(tree: Any, n_features: int) -> list[str]:
@@ -256,6 +244,9 @@ def _node_problems(
 def tree_problems(model: Any) -> list[str]:
     """What is wrong with the trees inside ``model`` (any nesting: pipelines, ensembles, wrappers), each
     checked against the input width of the estimator holding it."""
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+    from sklearn.tree._tree import Tree
+
     problems: list[str] = []
     seen: set[int] = set()
 
@@ -291,6 +282,8 @@ class UnreviewedTypes(ValueError):
 
 def require_reviewed(model: Any, config: EstimatorConfig, task: str) -> None:
     """Raises UnreviewedTypes naming what ``model`` holds beyond the trusted types of ``config``."""
+    import skops.io
+
     with SKOPS_FILES:
         found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     unreviewed = sorted(set(found) - set(trusted_types(config, task)))
@@ -299,3 +292,12 @@ def require_reviewed(model: Any, config: EstimatorConfig, task: str) -> None:
             f"the fitted {config.name} holds types the mesh has not reviewed for loading: "
             f"{', '.join(unreviewed)} (after review, add them to REVIEWED_TYPES in shared/ml/estimators.py)"
         )
+
+
+def __getattr__(name: str) -> Any:
+    # Models saved before the scikit-learn steps moved to shared.ml.steps name EncodedLabels here.
+    if name == "EncodedLabels":
+        from shared.ml.steps import EncodedLabels
+
+        return EncodedLabels
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,10 +14,8 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sklearn.base import BaseEstimator, TransformerMixin
 
 from shared.ml.config_files import read_config
 from shared.ml.datasets import DatasetSchema, load_schema
@@ -278,36 +276,12 @@ def as_polars(records: Any, columns: list[str], schema: DatasetSchema) -> pl.Dat
     return frame
 
 
-class FeatureTransformer(TransformerMixin, BaseEstimator):
-    """The feature pipeline as the first step of a scikit-learn Pipeline, so a logged model takes raw records.
+def __getattr__(name: str) -> Any:
+    # Models saved before the scikit-learn steps moved to shared.ml.steps name the transformer here; loading
+    # them imports it from there. Not imported at the top: it would bring scikit-learn into every process
+    # that only reads feature specs.
+    if name == "FeatureTransformer":
+        from shared.ml.steps import FeatureTransformer
 
-    It is fitted by the features service (its state comes from the feature set); ``fit`` here is a no-op
-    so wrapping an already-trained estimator does not refit anything.
-    """
-
-    def __init__(self, pipeline: dict[str, Any] | None = None) -> None:
-        self.pipeline = pipeline
-
-    def _pipeline(self) -> FeaturePipeline:
-        # Built once per process: validating the spec on every request would cost more than the model.
-        compiled: FeaturePipeline | None = self.__dict__.get("_compiled")
-        if compiled is None:
-            if self.pipeline is None:
-                raise RuntimeError("FeatureTransformer has no pipeline")
-            compiled = FeaturePipeline.from_dict(self.pipeline)
-            self.__dict__["_compiled"] = compiled
-        return compiled
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_compiled"}
-
-    def fit(self, X: Any, y: Any = None) -> FeatureTransformer:
-        return self
-
-    def transform(self, X: Any) -> np.ndarray:
-        pipeline = self._pipeline()
-        frame = as_polars(X, pipeline.spec.input_columns, pipeline.schema)
-        return pipeline.transform(frame).to_numpy().astype(np.float64, copy=False)
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.asarray(self._pipeline().output_columns, dtype=object)
+        return FeatureTransformer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

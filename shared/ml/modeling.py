@@ -12,22 +12,25 @@ import importlib.metadata
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-import skops.io
-from mlflow.models import Model, ModelSignature, infer_signature
-from mlflow.types import ColSpec, Schema, TensorSpec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from shared.ml.config_files import ConfigProblem, InvalidConfig, read_config
 from shared.ml.datasets import DatasetSchema
 from shared.ml.estimators import SKOPS_FILES, EstimatorConfig, build_estimator, tree_problems, trusted_types
-from shared.ml.features import FeatureTransformer
 from shared.ml.tasks import DEFAULT_PRIMARY_METRIC, METRICS, TaskKind, is_classification, predict_outputs
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
+    from sklearn.pipeline import Pipeline
+
+# MLflow, scikit-learn and skops are imported where a model is built, described, saved or loaded: a
+# model's configuration (ModelConfig, read by every service) needs none of them, and each process that
+# only reads it is ~200 MB lighter without them.
 
 # Registry aliases: the version serving, and the one it replaced (what a rollback returns to).
 CHAMPION = "champion"
@@ -65,6 +68,9 @@ def model_signature(schema: DatasetSchema, columns: list[str], predictions: Any)
     the dataset may lack or leave empty is optional, and an int one is a double then (pandas, which
     MLflow's pyfunc hands the model, has no missing int: a user's frame holds NaN there). The outputs
     are inferred from ``predictions``, what pyfunc's predict returns."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
     inputs: list[ColSpec | TensorSpec] = []
     for name in columns:
         column = schema.column(name)
@@ -156,6 +162,10 @@ def make_estimator(config: ModelConfig) -> Any:
 
 def servable(pipeline: dict[str, Any], estimator: Any) -> Pipeline:
     """The served artefact: raw records in, predictions out."""
+    from sklearn.pipeline import Pipeline
+
+    from shared.ml.steps import FeatureTransformer
+
     return Pipeline([("features", FeatureTransformer(pipeline)), ("estimator", estimator)])
 
 
@@ -231,6 +241,9 @@ def load_logged_model(local_dir: str | Path, config: ModelConfig) -> Any:
     so a crafted artifact could name any type. Here the list comes from the code and the model's
     configuration (shared.ml.estimators.trusted_types), and every tree's node indices are checked before
     any inference follows them (shared.ml.estimators.tree_problems)."""
+    import skops.io
+    from mlflow.models import Model
+
     flavor = Model.load(str(local_dir)).flavors.get("sklearn")
     if flavor is None or flavor.get("serialization_format") != "skops":
         raise ValueError(f"{local_dir} is not a model the mesh logged (sklearn flavour saved with skops)")

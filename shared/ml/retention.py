@@ -15,15 +15,16 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from shared.ml.config_files import InvalidConfig
 from shared.ml.feature_sets import FeatureSetManifest
 from shared.ml.features import load_feature_spec
 from shared.ml.monitoring import load_monitor_config
 from shared.ml.snapshots import SnapshotStore
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 
 @dataclass

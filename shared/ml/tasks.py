@@ -17,7 +17,6 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import polars as pl
-from sklearn import metrics as skm
 
 from shared.ml.feature_sets import column_profile
 
@@ -143,6 +142,8 @@ def evaluate(model: Any, holdout: pl.DataFrame, target: str, task: str) -> dict[
 
 
 def score(y_true: np.ndarray, outputs: Outputs) -> dict[str, float]:
+    from sklearn import metrics as skm  # here, not at the top: most services never score (~70 MB)
+
     task = outputs.task
     if task == "regression":
         y = np.asarray(y_true, dtype=np.float64)
@@ -184,6 +185,8 @@ def live_metric(
 ) -> float:
     """``metric`` over live rows: observed labels against what the model answered. ``positive`` is the
     binary positive class as text (the f1 of which is scored); default the larger label seen."""
+    from sklearn import metrics as skm  # loaded by a monitor once labels come, not by every service
+
     if task == "regression":
         y = labels.cast(pl.Float64).to_numpy()
         pred = predictions.cast(pl.Float64).to_numpy()

@@ -25,12 +25,12 @@ from shared.ml.features import (
     GLOBAL_KEY,
     FeaturePipeline,
     FeatureSpec,
-    FeatureTransformer,
     check_spec_against_schema,
     load_feature_spec,
     lookup,
 )
 from shared.ml.snapshots import SnapshotStore
+from shared.ml.steps import FeatureTransformer
 from shared.ops.demo_data import generate
 from tests.support.data import CONFIG_DIR, commit_snapshot
 

@@ -4,8 +4,10 @@ cannot make a model of its task refused in words a person can act on."""
 
 from __future__ import annotations
 
+import json
 import math
 import threading
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,11 @@ import pytest
 from sklearn import datasets as sk_datasets
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
 
 from shared.ml.estimators import (
     BUILTIN_CLASSES,
     SKOPS_FILES,
-    EncodedLabels,
     EstimatorConfig,
     UnreviewedTypes,
     build_estimator,
@@ -38,6 +40,7 @@ from shared.ml.modeling import (
     model_requirements,
     training_data_problems,
 )
+from shared.ml.steps import EncodedLabels, FeatureTransformer
 from shared.ml.tasks import (
     METRICS,
     Outputs,
@@ -284,6 +287,47 @@ def test_every_estimator_family_saves_and_loads_as_the_mesh_logs_and_serves_it(
     _save(model, config, tmp_path / "model")
     loaded = load_logged_model(tmp_path / "model", config)
     assert np.array_equal(loaded.predict(X), model.predict(X))
+
+
+def _named_as_before_the_move(skops_file: Path) -> None:
+    """Rewrite a saved model as the mesh wrote it before its scikit-learn steps moved to shared.ml.steps."""
+    old_modules = {"FeatureTransformer": "shared.ml.features", "EncodedLabels": "shared.ml.estimators"}
+
+    def rename(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("__module__") == "shared.ml.steps":
+                node["__module__"] = old_modules[node["__class__"]]
+            for value in node.values():
+                rename(value)
+        elif isinstance(node, list):
+            for value in node:
+                rename(value)
+
+    with zipfile.ZipFile(skops_file) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    schema = json.loads(members["schema.json"])
+    rename(schema)
+    assert "shared.ml.steps" not in json.dumps(schema)
+    members["schema.json"] = json.dumps(schema).encode()
+    with zipfile.ZipFile(skops_file, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def test_a_model_saved_before_the_steps_moved_still_loads(tmp_path: Path) -> None:
+    """Saved models name the mesh's own steps by import path: those written when the steps lived in
+    shared.ml.features and shared.ml.estimators load, as the classes they are now."""
+    X, y = _wine()
+    config = _config("multiclass", {"kind": "xgboost", "params": {"n_estimators": 5}})
+    estimator = build_estimator(config.estimator, "multiclass", 0).fit(X, y)
+    model = Pipeline([("features", FeatureTransformer({"spec": "kept as data"})), ("estimator", estimator)])
+    _save(model, config, tmp_path / "model")
+    _named_as_before_the_move(tmp_path / "model" / "model.skops")
+    loaded = load_logged_model(tmp_path / "model", config)
+    assert isinstance(loaded.named_steps["features"], FeatureTransformer)
+    assert loaded.named_steps["features"].pipeline == {"spec": "kept as data"}
+    assert isinstance(loaded.named_steps["estimator"], EncodedLabels)
+    assert np.array_equal(loaded.named_steps["estimator"].predict(X), estimator.predict(X))
 
 
 def _forest_with(edit: Callable[[np.ndarray, dict[str, Any]], None]) -> Any:
