@@ -4,7 +4,6 @@ process, and every later test that used the ``monitor`` group failed for it."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
@@ -13,6 +12,7 @@ from shared import events
 from shared.events import Envelope, ModelPromoted
 from shared.runtime.service import ServiceDeps, ServiceRuntime
 from shared.runtime.settings import MeshSettings
+from tests.support.cancellation import DeafWork
 from tests.support.servers import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -32,21 +32,13 @@ async def test_a_hook_deaf_to_cancellation_is_abandoned_and_the_bus_still_stops(
     settings: MeshSettings,
 ) -> None:
     runtime = _runtime(settings)
-    released = False
-
-    async def deaf() -> None:
-        while not released:
-            try:
-                await asyncio.sleep(0.05)
-            except asyncio.CancelledError:
-                pass
-
+    deaf = DeafWork()
     runtime.on_shutdown(deaf)
     async with serve(runtime.asgi()):
         assert runtime.bus.started
         began = time.monotonic()
     took = time.monotonic() - began
-    released = True
+    deaf.released = True
     assert took < runtime.bus.stop_limit_s + 5
     assert not runtime.bus.started
     assert not runtime.bus.broker.running

@@ -12,6 +12,7 @@ import pytest
 from shared.runtime.logging import get_logger
 from shared.runtime.periodic import Periodic
 from shared.runtime.stopping import finished_within
+from tests.support.cancellation import DeafWork
 
 pytestmark = pytest.mark.timeout(20)  # before the fix, a stop waited forever
 
@@ -39,22 +40,14 @@ async def test_a_round_that_loses_the_cancel_still_ends_the_loop() -> None:
 
 
 async def test_a_round_that_ignores_stopping_is_abandoned_at_the_limit() -> None:
-    released = False
-
-    async def work() -> None:
-        while not released:
-            try:
-                await asyncio.sleep(0.01)
-            except asyncio.CancelledError:
-                pass
-
+    work = DeafWork()
     periodic = Periodic("deaf", 0.0, work, log)
     await periodic.start()
     await asyncio.sleep(0.05)
     began = time.monotonic()
     await asyncio.wait_for(periodic.stop(limit_s=0.2), 5)
     assert 0.2 <= time.monotonic() - began < 2
-    released = True
+    work.released = True
 
 
 async def test_an_idle_loop_stops_at_once() -> None:
