@@ -175,7 +175,13 @@ def limit_native_threads() -> threadpool_limits:
     Their worker threads spin while waiting; on a busy 2-core machine one record through the demo model
     took a median 11 ms with 2 OpenMP threads and 3.4 ms with 1. Serving scales with worker processes,
     not native threads. Works as a context manager, or process-wide when left open.
+
+    threadpoolctl limits only the pools loaded when it is called, and scikit-learn (whose OpenMP runtime
+    HistGradientBoosting and the forests use) is imported only once a model is built or loaded: it is
+    imported here first, or a serving worker limited at its start would score with every core's thread.
     """
+    import sklearn  # noqa: F401  (loads its OpenMP runtime, for the limit to reach it)
+
     return threadpool_limits(limits=1)
 
 

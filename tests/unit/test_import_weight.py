@@ -56,3 +56,21 @@ def test_reading_every_kind_of_configuration_imports_no_model_library() -> None:
         "    datasets.load_schema(CONFIG_DIR, name)"
     )
     assert _held_after(code) == []
+
+
+def test_native_threads_limited_before_any_model_library_is_imported_stay_limited() -> None:
+    """A serving worker limits OpenMP and BLAS to one thread at its start, before it loads a model (and with
+    it scikit-learn): the limit must still reach scikit-learn's OpenMP runtime."""
+    code = (
+        "from shared.ml.modeling import limit_native_threads\n"
+        "limit_native_threads()\n"
+        "import sklearn.ensemble, threadpoolctl\n"
+        "print(json.dumps([(i['internal_api'], i['num_threads']) for i in threadpoolctl.threadpool_info()]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", f"import json\n{code}"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120, check=True,
+    )  # fmt: skip
+    pools = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "openmp" in {api for api, _ in pools}
+    assert all(threads == 1 for _, threads in pools), pools
