@@ -19,9 +19,20 @@ class RecordError(ValueError):
         super().__init__(f"{field}: {message}")
 
 
+IGNORED = "declared in the dataset but not an input of the model: accepted, and ignored"
+
+
 def record_model(schema: DatasetSchema, columns: list[str]) -> type[BaseModel]:
-    """A pydantic model of one request record: the model's raw inputs, their types, ranges and categories."""
-    fields: dict[str, Any] = {}
+    """A pydantic model of one request record: the model's raw inputs, their types, ranges and categories.
+
+    The dataset's other columns (an id, a timestamp, text no feature reads, the label) are accepted and
+    left out of the record, so a row sent as the data holds it is answered; a name the dataset does not
+    declare (a typo) is still refused, naming it."""
+    fields: dict[str, Any] = {
+        column.name: (Any, Field(default=None, exclude=True, description=IGNORED))
+        for column in schema.columns
+        if column.name not in columns
+    }
     for name in columns:
         col = schema.column(name)
         kind: Any

@@ -352,6 +352,24 @@ def test_open_inference_protocol_clients_are_answered_like_the_mesh_own(
     unknown = httpx.post(f"{main.url}/v2/models/nope/infer", json={"inputs": mars}, timeout=30)
     assert unknown.status_code == 404
 
+    # A row as the data holds it: the dataset's id, timestamp and label are no model inputs, accepted and
+    # ignored over both protocols; a name the dataset does not declare (a typo) is refused, naming it.
+    row = {**EXAMPLE_RECORD, "customer_id": "c-1", "event_time": "2026-11-25T10:00:00", "churned": 1}
+    alone = predict(main.url, DEMO).json()["probability"]
+    as_data = httpx.post(f"{main.url}/predict", json={"model": DEMO, "features": row}, timeout=30)
+    assert as_data.status_code == 200, as_data.text
+    assert as_data.json()["probability"] == pytest.approx(alone)
+    as_tensors = httpx.post(
+        f"{main.url}/v2/models/{DEMO}/infer", json={"inputs": _tensors(row, 1)}, timeout=30
+    )
+    assert as_tensors.status_code == 200, as_tensors.text
+    typo = httpx.post(
+        f"{main.url}/predict",
+        json={"model": DEMO, "features": {**EXAMPLE_RECORD, "regoin": "north"}},
+        timeout=30,
+    )
+    assert typo.status_code == 422 and typo.json()["field"] == "features.regoin"
+
 
 def test_tritonclient_with_its_defaults_gets_binary_tensors_back(
     servers: dict[str, ServingServer], versions: Mesh
