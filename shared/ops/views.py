@@ -28,6 +28,11 @@ def _or_none(value: Any) -> str:
     return NONE if value is None or value == "" else str(value)
 
 
+def _figure(value: Any) -> str:
+    """A metric as the other metrics print: four decimals."""
+    return f"{value:.4f}" if isinstance(value, int | float) else _or_none(value)
+
+
 def _metrics(metrics: Mapping[str, Any]) -> str:
     return (
         ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items()))
@@ -155,7 +160,7 @@ def drift_summary(data: Mapping[str, Any]) -> RenderableType:
     if latest.get("performance") is not None:
         table.add_row(
             str(latest.get("performance_metric")),
-            f"{latest['performance']:.4f} (worse by {_or_none(latest.get('performance_drop'))})",
+            f"{_figure(latest['performance'])} (worse by {_figure(latest.get('performance_drop'))})",
         )
     verdict = Text("retrain", style="bold red") if decision.get("retrain") else Text("no retrain")
     if decision.get("episode_active"):

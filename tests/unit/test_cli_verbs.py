@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from shared import events
@@ -556,3 +557,13 @@ def test_a_service_that_connects_but_does_not_answer_is_told_apart_from_a_stoppe
     text = " ".join(result.output.split())
     assert f"registry did not answer POST http://127.0.0.1:{port(env, 'registry')}/models/m/rollback" in text
     assert "unreachable" not in text
+
+
+def test_the_drift_summary_prints_the_live_metric_and_its_change_as_metrics_print() -> None:
+    latest = {
+        "model_version": "1", "rows": 0, "labelled_rows": 199, "performance_metric": "rmse",
+        "performance": 2.632712, "performance_drop": 0.025166206585572226, "decision": {"retrain": True},
+    }  # fmt: skip
+    console = Console(width=200, record=True)
+    console.print(views.drift_summary({"model_name": "mpg", "latest": latest}))
+    assert "2.6327 (worse by 0.0252)" in console.export_text()
