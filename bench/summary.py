@@ -220,6 +220,16 @@ def bus_figures(doc: Mapping[str, Any]) -> list[Figure]:
                 met=at_least(value, baseline, goal),
             )
         )  # fmt: skip
+    ahead = _number(_get(doc, "events_per_s", "one_hop", "raw_redis_py_read_ahead"))
+    if ahead is not None:
+        figures.insert(
+            1,
+            Figure(
+                "one hop throughput, against a hand-written read-ahead", "events/s",
+                _number(_get(doc, "events_per_s", "one_hop", "mesh_bus")), ahead,
+                f"raw redis-py, {_get(doc, 'events_per_s', 'one_hop', 'read_ahead')} entries a read",
+            ),
+        )  # fmt: skip
     letters = _number(_get(doc, "events_per_s", "dead_letter", "mesh_bus"))
     letters_goal = _number(doc.get("goal_dead_letters_per_s"))
     figures.append(

@@ -8,6 +8,7 @@ The event ``type`` equals the name of the stream it travels on: one stream per e
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import uuid
@@ -268,9 +269,28 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+@functools.cache
+def envelope_type(payload: type[P]) -> type[Envelope[P]]:
+    """``Envelope[payload]``, made once: pydantic looks a parametrised model up again on every
+    subscript (~4 us, a tenth of reading a batch entry)."""
+    return Envelope[payload]  # type: ignore[valid-type]
+
+
+def valid_event(raw: bytes | str, stream: Stream[P]) -> Envelope[P] | None:
+    """The event ``raw`` holds if it is a valid one for ``stream``, else None (``parse_event`` says why):
+    one pass of pydantic's JSON parser, a third of the time of decoding, then validating."""
+    try:
+        envelope = envelope_type(stream.payload).model_validate_json(raw)
+    except ValueError:
+        return None
+    return envelope if envelope.type == stream else None
+
+
 def parse_event(raw: bytes | str | dict[str, Any], stream: Stream[P]) -> Envelope[P]:
     """Decode and validate one message read from ``stream``; raise ContractError naming what is wrong."""
     if isinstance(raw, bytes | str):
+        if (envelope := valid_event(raw, stream)) is not None:
+            return envelope
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -284,6 +304,6 @@ def parse_event(raw: bytes | str | dict[str, Any], stream: Stream[P]) -> Envelop
     if data.get("type") != stream:
         raise ContractError(f"type: {data.get('type')!r} does not belong on stream {stream!r}")
     try:
-        return Envelope[stream.payload].model_validate(data)  # type: ignore[name-defined]
+        return envelope_type(stream.payload).model_validate(data)
     except ValidationError as exc:
         raise ContractError(_describe(exc)) from None

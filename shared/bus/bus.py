@@ -42,6 +42,7 @@ from faststream import AckPolicy
 from faststream.redis import StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage, RedisStreamMessage
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
+from faststream.redis.parser.binary import BinaryMessageFormatV1
 from opentelemetry.sdk.trace import TracerProvider
 from redis.exceptions import ResponseError
 
@@ -359,22 +360,47 @@ class MeshBus:
 async def _readable(message: Mapping[str, Any], original: Callable[..., Awaitable[Any]]) -> Any:
     """FastStream's parse of what a subscriber read. An entry it cannot decode (its legacy JSON format
     with headers that are no object) would fail before any handler, uncounted, and stay pending until a
-    sweep; handed on as plain bytes, the mesh's contract check refuses it and it is dead-lettered at once.
-
-    A batch's parse also re-encodes every body as JSON, which bytes that are no UTF-8 fail: such a batch is
-    parsed from stand-ins, and handed on with its entries as read (the batch delivery reads only those)."""
+    sweep; handed on as plain bytes, the mesh's contract check refuses it and it is dead-lettered at once."""
+    if isinstance(message["data"], list):
+        return await _readable_batch(message, original)
     try:
         return await original(message)
     except Exception:
-        pass
-    try:
         return await original({**message, "data": await plain_entries(message["data"])})
+
+
+async def _readable_batch(message: Mapping[str, Any], original: Callable[..., Awaitable[Any]]) -> Any:
+    """A batch, handed on with its entries as read: the batch delivery reads only those, and FastStream's
+    parse of each body (JSON decoded, twice for plain entries, the batch re-encoded) was a third of batch
+    consumption's time. It parses only the entries in its own format, whose headers link the batch's span
+    to their producers' traces (a stand-in if there are none); those whose bytes are no UTF-8 fail its
+    re-encoding, and then the stand-in alone."""
+    entries = message["data"]
+    stand_in = await _stand_in()
+    framed = [entry for entry in entries if _in_faststream_format(entry)] or [stand_in]
+    try:
+        parsed = await original({**message, "data": framed})
     except Exception:
-        if not isinstance(message["data"], list):
-            raise
-    parsed = await original({**message, "data": [{b"__data__": b"null"} for _ in message["data"]]})
-    parsed.raw_message = message
+        parsed = await original({**message, "data": [stand_in]})
+    parsed.raw_message = message  # the batch's size on its span, and its entries for the delivery
     return parsed
+
+
+_STAND_IN: dict[bytes, bytes] = {}
+
+
+async def _stand_in() -> dict[bytes, bytes]:
+    """An entry FastStream parses at little cost: ``null`` in its binary format, without headers."""
+    if not _STAND_IN:
+        _STAND_IN[b"__data__"] = await BinaryMessageFormatV1.encode(
+            message=b"null", reply_to=None, headers={}, correlation_id=""
+        )
+    return _STAND_IN
+
+
+def _in_faststream_format(entry: Mapping[Any, Any]) -> bool:
+    data = entry.get(b"__data__")
+    return isinstance(data, bytes) and data.startswith(BinaryMessageFormatV1.IDENTITY_HEADER)
 
 
 async def _undecoded(message: Any, _original: Callable[..., Awaitable[Any]]) -> Any:

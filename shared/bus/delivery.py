@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +26,16 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from shared import events
 from shared.bus.metrics import EVENTS_DEADLETTERED, EVENTS_DUPLICATE, EVENTS_FAILED, EVENTS_HANDLED
 from shared.bus.publish import Publisher
-from shared.events import ContractError, DeadLetter, Envelope, P, Stream, new_event, parse_event
+from shared.events import (
+    ContractError,
+    DeadLetter,
+    Envelope,
+    P,
+    Stream,
+    new_event,
+    parse_event,
+    valid_event,
+)
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import MeshSettings
 
@@ -70,7 +81,10 @@ def entry_parts(fields: Mapping[Any, Any]) -> tuple[bytes, dict[str, Any]]:
     """The body and FastStream headers (trace context among them) of a raw stream entry."""
     data = fields[b"__data__"]
     raw = data if isinstance(data, bytes) else str(data).encode()
-    body, headers = BinaryMessageFormatV1.parse(raw)
+    if raw.startswith(BinaryMessageFormatV1.IDENTITY_HEADER):
+        body, headers = BinaryMessageFormatV1.parse(raw)
+    else:
+        body, headers = _json_parts(raw)
     # FastStream's legacy JSON format ({"data": ..., "headers": ...}) with headers that are no object is
     # no FastStream message: the entry as written, for the contract check to refuse.
     return (body, headers) if isinstance(headers, dict) else (raw, {})
@@ -87,11 +101,20 @@ def read_entry(raw: bytes | str, stream: Stream[P]) -> Envelope[P]:
         raise ContractError(f"message: unreadable ({type(exc).__name__}: {exc})") from None
 
 
+def _json_parts(raw: bytes) -> tuple[bytes, Any]:
+    """What ``BinaryMessageFormatV1.parse`` gives for bytes not in FastStream's binary format, decoding
+    them once instead of twice: the body and headers of FastStream's legacy JSON format
+    (``{"data": ..., "headers": ...}``), else the bytes as written and no headers."""
+    try:
+        parsed = json.loads(raw)
+        return parsed["data"].encode(), parsed.get("headers", {})
+    except Exception:
+        return raw, {}
+
+
 async def plain_entries(data: Any) -> Any:
-    """Stream entries (one, or a batch's list) with each ``__data__`` wrapped as a FastStream message of
-    no headers around the bytes as written: what FastStream's parser reads whatever those bytes are."""
-    if isinstance(data, list):
-        return [await plain_entries(entry) for entry in data]
+    """A stream entry with its ``__data__`` wrapped as a FastStream message of no headers around the
+    bytes as written: what FastStream's parser reads whatever those bytes are."""
     if b"__data__" not in data:
         return data
     wrapped = await BinaryMessageFormatV1.encode(
@@ -200,25 +223,46 @@ class Deliveries:
             # Our own sweep claimed an entry this process is still handling; the handler will ack it.
             return
         self.in_flight.add(entry)
+        started = time.perf_counter()
         try:
             malformed = await self._deliver_once(consumer, message.body, message_id, reclaimed=reclaimed)
         finally:
             self.in_flight.discard(entry)
-        if malformed and not reclaimed:
-            await self._read_ahead(consumer)
+        if reclaimed:
+            return
+        if malformed:
+            await self._read_ahead(consumer, per_entry_s=None)
+        else:
+            await self._read_ahead(consumer, per_entry_s=time.perf_counter() - started)
 
-    async def _read_ahead(self, consumer: Consumer) -> None:
-        """After a malformed entry, read ``bus_read_ahead`` entries at a time while the reads bring more.
+    def _paced_count(self, per_entry_s: float) -> int:
+        """How many entries to read at once behind handlers taking ``per_entry_s`` each: as many as they
+        handle within ``bus_read_ahead_wait_ms`` (up to ``bus_read_ahead``), so an entry read ahead waits
+        no longer than that for its turn, and no replica holds work another could be doing."""
+        budget_s = self.settings.bus_read_ahead_wait_ms / 1000
+        return min(self.settings.bus_read_ahead, int(budget_s / max(per_entry_s, 1e-6)))
 
-        Malformed entries come in floods (a broken producer, a hostile client): one read and one
-        transaction per entry would let them hold good events back for minutes. Only then: a consumer
-        reads one entry at a time otherwise, so that replicas share slow work. The entries read here are
-        in flight and under lease until handled, each valid one in a span continuing its own trace; on
-        stop, those not yet handled stay pending for the sweep."""
+    async def _read_ahead(self, consumer: Consumer, per_entry_s: float | None) -> None:
+        """Read more entries at once while the reads bring more, instead of one per FastStream read.
+
+        Two cases. After a malformed entry (``per_entry_s`` None), ``bus_read_ahead`` at a time while reads
+        bring more malformed ones: they come in floods (a broken producer, a hostile client), and one read
+        and one transaction per entry would let them hold good events back for minutes. After good entries
+        handled in ``per_entry_s`` each, as many as ``_paced_count`` allows: a backlog of fast events is
+        drained without a read and FastStream's per-message path for each, while slow work (a fit) is still
+        read one entry at a time, so that replicas share it.
+
+        The entries read here are in flight and under lease until handled, each valid one in a span
+        continuing its own trace. On stop, a paced read is finished (its entries are a short wait's
+        worth); a flood's entries not yet handled stay pending for the sweep."""
         stream = consumer.stream
         while not self.stopping:
+            flood = per_entry_s is None
+            count = self.settings.bus_read_ahead if per_entry_s is None else self._paced_count(per_entry_s)
+            if count < 2:  # one at a time: FastStream's own read
+                return
             reply: Any = await self.redis.xreadgroup(
-                consumer.group, self.consumer_name, {stream: ">"}, count=self.settings.bus_read_ahead
+                consumer.group, self.consumer_name, {stream: ">"}, count=count
             )
             read: list[tuple[str, Mapping[Any, Any]]] = [
                 (as_text(i), fields) for _, entries in reply or [] for i, fields in entries
@@ -229,13 +273,34 @@ class Deliveries:
                 readable, refused = _read_entries(consumer, read)
                 if refused:
                     await self._dead_letter(consumer, *refused)
-                for entry in readable:
-                    if self.stopping:
+                started = time.perf_counter()
+                done = await self._done(consumer, readable)
+                for entry, was_done in zip(readable, done, strict=True):
+                    if self.stopping and flood:
                         return
                     with self._span(stream, entry.headers):
-                        await self._handle(consumer, entry.message_id, entry.raw, entry.envelope, 1)
-            if not refused:
-                return
+                        await self._handle(
+                            consumer, entry.message_id, entry.raw, entry.envelope, 1, done=was_done
+                        )
+                if readable:
+                    per_entry_s = (time.perf_counter() - started) / len(readable)
+            if refused:
+                per_entry_s = None
+
+    async def _done(self, consumer: Consumer, entries: Sequence[Readable]) -> list[bool | None]:
+        """Whether each entry's event is done (its marker set), read for all in one round trip; None for an
+        event repeated within ``entries``, which ``_handle`` checks when its turn comes (by then the
+        first may be done)."""
+        seen: set[str] = set()
+        repeats = []
+        pipe = self.redis.pipeline(transaction=False)
+        for entry in entries:
+            event_id = entry.envelope.event_id
+            repeats.append(event_id in seen)
+            seen.add(event_id)
+            pipe.exists(done_key(consumer.group, event_id))
+        found = await pipe.execute()
+        return [None if repeat else bool(exists) for repeat, exists in zip(repeats, found, strict=True)]
 
     @contextlib.contextmanager
     def _span(self, stream: str, headers: Mapping[str, Any]) -> Iterator[None]:
@@ -310,12 +375,22 @@ class Deliveries:
         return False
 
     async def _handle(
-        self, consumer: Consumer, message_id: str, raw: bytes, envelope: Envelope[Any], attempts: int
+        self,
+        consumer: Consumer,
+        message_id: str,
+        raw: bytes,
+        envelope: Envelope[Any],
+        attempts: int,
+        *,
+        done: bool | None = None,
     ) -> None:
-        """A readable entry: skipped if done, given up past the attempts, else handled and acknowledged."""
+        """A readable entry: skipped if done, given up past the attempts, else handled and acknowledged.
+        ``done``: whether its done-marker was found, when the caller read it (else read here)."""
         stream, group = consumer.stream, consumer.group
-        done_key = f"mesh:done:{group}:{envelope.event_id}"
-        if await self.redis.exists(done_key):
+        marker = done_key(group, envelope.event_id)
+        if done is None:
+            done = bool(await self.redis.exists(marker))
+        if done:
             EVENTS_DUPLICATE.labels(stream, group).inc()
             await self.redis.xack(stream, group, message_id)
             if attempts > 1:  # an earlier attempt of this entry may have left its error
@@ -356,12 +431,12 @@ class Deliveries:
         # The done-marker and the ack in one round trip, all or nothing: an entry acknowledged without
         # its marker could be handled again if it were ever replayed, a marker without the ack costs a
         # redelivery that the marker then skips.
-        done = self.redis.pipeline(transaction=True)
-        done.set(done_key, b"1", ex=self.settings.idempotency_ttl_s)
-        done.xack(stream, group, message_id)
+        finished = self.redis.pipeline(transaction=True)
+        finished.set(marker, b"1", ex=self.settings.idempotency_ttl_s)
+        finished.xack(stream, group, message_id)
         if attempts > 1:
-            done.hdel(errors_key(stream, group), message_id)
-        await done.execute()
+            finished.hdel(errors_key(stream, group), message_id)
+        await finished.execute()
         EVENTS_HANDLED.labels(stream, group).inc()
 
     async def _delivery_count(self, stream: str, group: str, message_id: str) -> int:
@@ -449,6 +524,9 @@ def _read_entries(
     readable: list[Readable] = []
     refused: list[Refusal] = []
     for message_id, fields in read:
+        if (envelope := _plain_event(fields, consumer.stream)) is not None:
+            readable.append(Readable(message_id, fields[b"__data__"], {}, envelope))
+            continue
         try:
             body, headers = entry_parts(fields)
         except KeyError:
@@ -465,8 +543,24 @@ def _read_entries(
     return readable, refused
 
 
+def _plain_event(fields: Mapping[Any, Any], stream: Stream[Any]) -> Envelope[Any] | None:
+    """The event of an entry written as plain JSON (``publish_many``: the high-volume streams), read in
+    one pass; None for any other entry, which ``entry_parts`` unwraps first. A valid envelope has no
+    ``data`` field, so it is never FastStream's legacy format, which the unwrapping would change."""
+    data = fields.get(b"__data__")
+    if not isinstance(data, bytes) or data.startswith(BinaryMessageFormatV1.IDENTITY_HEADER):
+        return None
+    return valid_event(data, stream)
+
+
 def _entry_key(consumer: Consumer, message_id: str) -> str:
     return f"{consumer.stream}/{consumer.group}/{message_id}"
+
+
+def done_key(group: str, event_id: str) -> str:
+    """The marker of an event ``group`` has handled: a repeat of it (a replay, a producer's retry) is
+    acknowledged without running the handler again."""
+    return f"mesh:done:{group}:{event_id}"
 
 
 def errors_key(stream: str, group: str) -> str:

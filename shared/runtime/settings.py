@@ -75,7 +75,13 @@ class MeshSettings(BaseSettings):
     )
     bus_max_attempts: int = Field(default=5, ge=1)
     bus_read_ahead: int = Field(
-        default=200, ge=1, description="entries read at once while a consumer drains malformed ones"
+        default=200, ge=1, description="most entries read at once: draining malformed ones, or a backlog"
+    )
+    bus_read_ahead_wait_ms: int = Field(
+        default=50,
+        ge=0,
+        description="read more entries at once behind fast handlers, as many as they handle in this long "
+        "(0: one entry per read, as for slow handlers)",
     )
     bus_supervise_interval_s: float = Field(default=2.0, gt=0)
     bus_graceful_timeout_s: float = Field(

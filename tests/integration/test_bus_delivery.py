@@ -582,6 +582,71 @@ async def test_a_flood_of_malformed_entries_is_read_ahead_and_good_events_in_it_
         assert reads < 40, reads
 
 
+async def test_a_backlog_of_fast_events_is_read_ahead_each_handled_once_in_order_and_in_its_trace(
+    backend: Backend,
+) -> None:
+    """Behind a fast handler the consumer reads many entries at once, not one per read: a backlog drains
+    without a read and FastStream's per-message path per event. Each event is still handled once, in order,
+    in its producer's trace, marked done and acknowledged; a repeat of one (an at-least-once producer)
+    read in the same batch as its first copy is skipped, not handled twice."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    producer = backend.bus("producer", tracer_provider=provider)
+    consumer = backend.bus("audit", tracer_provider=provider)
+    handled: list[tuple[str, int]] = []
+
+    async def handler(event: Envelope[LabelObserved]) -> None:
+        handled.append((event.payload.request_id, trace.get_current_span().get_span_context().trace_id))
+
+    consumer.consume(events.LABELS, handler)
+    traces: dict[str, int] = {}
+    markers: list[str] = []
+    async with running(producer):
+        for i in range(300):
+            with provider.get_tracer("test").start_as_current_span("upload") as upload:
+                event = await producer.emit(events.LABELS, label(f"r{i}"))
+            traces[f"r{i}"] = upload.get_span_context().trace_id
+            markers.append(f"mesh:done:audit:{event.event_id}")
+            if i % 50 == 7:
+                await producer.publish(event)  # the same event again, right behind it
+        reads_before = await _reads(backend)
+        async with running(consumer):
+            await wait_drained(backend.client, events.LABELS, "audit")
+        reads = await _reads(backend) - reads_before
+
+    assert handled == list(traces.items())
+    assert await backend.client.exists(*markers) == len(markers)
+    if backend.real:  # a few reads, not one per entry
+        assert reads < 60, reads
+
+
+async def test_slow_handlers_are_read_one_entry_at_a_time_so_replicas_share_the_work(
+    backend: Backend,
+) -> None:
+    """Reading ahead behind a handler slower than ``bus_read_ahead_wait_ms`` would leave one replica
+    holding work the other could do: each reads one entry at a time, and both take part."""
+    buses = [backend.bus("audit", consumer_name=f"audit-{i}", bus_read_ahead_wait_ms=50) for i in range(2)]
+    took: dict[str, str] = {}
+
+    def slow(name: str) -> Callable[[Any], Awaitable[None]]:
+        async def handler(event: Envelope[LabelObserved]) -> None:
+            took[event.payload.request_id] = name
+            await asyncio.sleep(0.2)
+
+        return handler
+
+    for i, bus in enumerate(buses):
+        bus.consume(events.LABELS, slow(f"audit-{i}"))
+    async with running(buses[0]):
+        for envelope in labels(8):
+            await buses[0].publish(envelope)
+    async with running(*buses):
+        await wait_drained(backend.client, events.LABELS, "audit")
+    assert len(took) == 8
+    assert set(took.values()) == {"audit-0", "audit-1"}, took
+
+
 async def _reads(backend: Backend) -> int:
     if not backend.real:
         return 0

@@ -1,6 +1,7 @@
 import json
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -8,10 +9,14 @@ from shared import events
 from shared.events import (
     ContractError,
     DataIngested,
+    Envelope,
     IngestRequested,
+    LabelObserved,
     ModelTrained,
+    RetrainRequested,
     new_event,
     parse_event,
+    valid_event,
 )
 
 
@@ -115,3 +120,49 @@ def test_payload_type_must_match_event_type() -> None:
 def test_timestamps_are_timezone_aware() -> None:
     event = new_event(events.DATA_INGESTED, _ingested())
     assert event.occurred_at <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        new_event(events.DATA_INGESTED, _ingested()),
+        new_event(
+            events.MODEL_TRAINED,
+            ModelTrained(
+                dataset="d",
+                model_name="m",
+                run_id="r",
+                model_uri="models:/m/1",
+                feature_set_id="f",
+                snapshot_ids=["s"],
+                metrics={"roc_auc": math.nan, "accuracy": 0.5},
+            ),
+        ),
+        new_event(
+            events.RETRAIN_REQUESTED,
+            RetrainRequested(
+                dataset="d", reason="drift", evidence={"psi": 0.31, "columns": ["a"], "n": 10**30}
+            ),
+        ),
+        new_event(events.LABELS, LabelObserved(request_id="r", label="yes", observed_at=datetime.now(UTC))),
+    ],
+    ids=lambda event: event.type,
+)
+def test_a_valid_event_reads_the_same_in_one_pass_as_decoded_then_validated(event: Envelope[Any]) -> None:
+    """Consumers read valid events through pydantic's JSON parser (``valid_event``), the fast path of
+    ``parse_event``: it must give what decoding with ``json`` and validating gives, NaN figures included."""
+    wire = event.model_dump_json()
+    stream = events.STREAMS_BY_NAME[event.type]
+    one_pass = valid_event(wire, stream)
+    decoded = Envelope[stream.payload].model_validate(json.loads(wire))  # type: ignore[name-defined]
+    assert one_pass is not None
+    assert one_pass.model_dump(mode="json") == decoded.model_dump(mode="json")
+    assert one_pass.model_dump_json() == wire
+
+
+def test_an_event_of_another_stream_is_no_valid_event_here() -> None:
+    wire = new_event(events.DATA_INGESTED, _ingested()).model_dump_json()
+    assert valid_event(wire, events.LABELS) is None
+    assert valid_event(b"{not json", events.DATA_INGESTED) is None
+    with pytest.raises(ContractError, match="does not belong on stream"):
+        parse_event(wire, events.LABELS)
