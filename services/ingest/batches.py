@@ -20,7 +20,7 @@ import polars as pl
 from pydantic import BaseModel
 
 from shared.events import DataIngested, Envelope, utcnow
-from shared.ml.datasets import ColumnSpec, DatasetSchema, as_missing, without_unnamed_columns
+from shared.ml.datasets import ColumnSpec, DatasetSchema, as_datetimes, as_missing, without_unnamed_columns
 from shared.ml.snapshots import SnapshotManifest, SnapshotStore
 
 BatchFormat = Literal["csv", "parquet", "jsonl"]
@@ -208,12 +208,7 @@ def _cast(series: pl.Series, col: ColumnSpec) -> pl.Series:
         text = series.cast(pl.String, strict=False).str.strip_chars().str.to_lowercase()
         return text.replace_strict(truth, default=None, return_dtype=pl.Boolean)
     if col.dtype == "datetime":
-        if series.dtype == pl.String:
-            parsed = series.str.strip_chars().str.to_datetime(strict=False, time_unit="us")
-        else:
-            parsed = series.cast(pl.Datetime("us"), strict=False)
-        zone = getattr(parsed.dtype, "time_zone", None)
-        return parsed.dt.convert_time_zone("UTC") if zone else parsed.dt.replace_time_zone("UTC")
+        return as_datetimes(series)
     if col.dtype == "int":
         if series.dtype == pl.String:
             series = series.str.strip_chars()

@@ -19,6 +19,7 @@ import polars as pl
 from services.monitor.drift import current_distribution, window_drift
 from services.monitor.models import MonitoredModel
 from services.monitor.policy import Decision, TriggerPolicy, WindowSignals
+from shared.ml.datasets import as_datetimes
 from shared.ml.monitoring import OUTPUT_DRIFT
 from shared.ml.tasks import live_metric, worsening
 
@@ -79,9 +80,11 @@ def prediction_frame(model: MonitoredModel, records: Sequence[bytes | str]) -> p
 
 def _typed(model: MonitoredModel, decoded: list[dict[str, Any]]) -> pl.DataFrame:
     flat = [{**r["features"], **{k: r.get(k) for k in _RECORD_FIELDS}} for r in decoded]
-    # Times arrive as ISO text; parsed as a column, not value by value.
-    frame = pl.DataFrame(flat, schema={**model.prediction_schema, "predicted_at": pl.String()}, strict=False)
-    return frame.with_columns(pl.col("predicted_at").str.to_datetime(time_zone="UTC", time_unit="us"))
+    # Times (when predicted, and datetime inputs) arrive as ISO text; parsed as columns, not value by value.
+    times = [c for c, dtype in model.prediction_schema.items() if isinstance(dtype, pl.Datetime)]
+    as_text = {c: pl.String() for c in times}
+    frame = pl.DataFrame(flat, schema={**model.prediction_schema, **as_text}, strict=False)
+    return frame.with_columns(as_datetimes(frame[c]) for c in times)
 
 
 def labelled_frame(model: MonitoredModel, rows: Sequence[bytes | str]) -> pl.DataFrame:
@@ -165,7 +168,7 @@ def feedback_batch(model: MonitoredModel, rows: pl.DataFrame) -> pl.DataFrame:
     ids = [(pl.lit("live-") + pl.col("request_id")).alias(spec.id_column)] if spec.id_column else []
     batch = rows.select(
         *ids,
-        pl.col("predicted_at").alias("event_time"),
+        *([pl.col("predicted_at").alias("event_time")] if "event_time" not in spec.input_columns else []),
         *spec.input_columns,
         pl.col("label").cast(schema.polars_schema[spec.target], strict=False).alias(spec.target),
     )

@@ -3,12 +3,14 @@ inputs, and the validation of a request's records into a typed frame."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import PydanticCustomError
 
-from shared.ml.datasets import DatasetSchema
+from shared.ml.datasets import DatasetSchema, as_datetimes
 
 
 class RecordError(ValueError):
@@ -20,6 +22,26 @@ class RecordError(ValueError):
 
 
 IGNORED = "declared in the dataset but not an input of the model: accepted, and ignored"
+
+
+def _read_time(value: Any) -> Any:
+    """A time as a record carries it: text that ingest would read as a time (polars' parser, the same
+    one), or a ``datetime``. A number is refused: seconds or milliseconds since when, in which zone?"""
+    if isinstance(value, datetime) or value is None:
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("time_type", "a date and time is required, as text (ISO 8601)")
+    parsed = as_datetimes(pl.Series([value], dtype=pl.String))[0]
+    if parsed is None:
+        raise PydanticCustomError(
+            "time_parsing", "{value!r} is no date and time (e.g. 2026-01-31T17:30:00Z)", {"value": value}
+        )
+    return parsed
+
+
+# A datetime input: read as ingest reads the dataset's files, so a request's time gives the model the
+# same parts (hour, weekday, ...) as the same time did in training; in UTC, as the mesh holds times.
+RecordTime = Annotated[datetime, BeforeValidator(_read_time, json_schema_input_type=str)]
 
 
 def record_model(schema: DatasetSchema, columns: list[str]) -> type[BaseModel]:
@@ -43,6 +65,8 @@ def record_model(schema: DatasetSchema, columns: list[str]) -> type[BaseModel]:
             kind = float
         elif col.dtype == "bool":
             kind = bool
+        elif col.dtype == "datetime":
+            kind = RecordTime
         elif col.allowed:
             kind = Literal[tuple(col.allowed)]
         else:

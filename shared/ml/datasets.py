@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -121,6 +122,28 @@ def as_missing(text: pl.Series, null_values: list[str]) -> pl.Series:
     if null_values:
         missing = missing | text.str.strip_chars().is_in(null_values)
     return text.set(missing.fill_null(False), None)
+
+
+def as_datetimes(series: pl.Series) -> pl.Series:
+    """A column of times as the mesh holds them: microseconds in UTC, whatever a file, a request or a
+    pandas frame carried. Text is parsed by polars (its format inferred; what does not read as a time is
+    null), a time without a zone is taken as UTC, one with a zone is converted; a date is its midnight."""
+    if series.dtype == pl.String:
+        try:
+            parsed = series.str.strip_chars().str.to_datetime(strict=False, time_unit="us")
+        except pl.exceptions.ComputeError:  # no value reads as a time: polars finds no format to infer
+            parsed = pl.Series(series.name, [None] * series.len(), dtype=pl.Datetime("us"))
+    else:
+        parsed = series.cast(pl.Datetime("us", getattr(series.dtype, "time_zone", None)), strict=False)
+    zone = getattr(parsed.dtype, "time_zone", None)
+    return parsed.dt.convert_time_zone("UTC") if zone else parsed.dt.replace_time_zone("UTC")
+
+
+def datetime_values(name: str, values: list[Any]) -> pl.Series:
+    """Values of a datetime column as records carry them (ISO text from JSON, ``datetime`` objects from
+    validated requests, nulls), as :func:`as_datetimes` reads them."""
+    text = [v.isoformat() if isinstance(v, datetime) else v for v in values]
+    return as_datetimes(pl.Series(name, text, dtype=pl.String, strict=False))
 
 
 def without_unnamed_columns(frame: pl.DataFrame) -> pl.DataFrame:

@@ -25,11 +25,14 @@ from shared.ml.datasets import (
     DATASET_NAME,
     KNOWN_NULL_MARKERS,
     DatasetSchema,
+    as_datetimes,
     as_missing,
     without_unnamed_columns,
 )
 from shared.ml.estimators import EstimatorConfig, estimator_problems
 from shared.ml.features import (
+    DATETIME_PARTS,
+    DatetimePart,
     FeatureOp,
     FeatureSpec,
     GroupRatio,
@@ -347,6 +350,8 @@ def _feature_problems(
             need = NUMERIC_DTYPES
         elif isinstance(op, Ordinal):
             need = ("category", "str")
+        elif isinstance(op, DatetimePart):
+            need = ("datetime",)
         if need and dtype not in need:
             problems.append(
                 (where, f"{op.op} needs a column of type {' or '.join(need)}; column {column!r} is {dtype}")
@@ -763,11 +768,42 @@ def _features_of(
     if dtype == "category":
         return [{"name": column, "op": "one_hot", "source": column}], None
     if dtype == "datetime":
-        return [], "a time: not a feature as is (derive features from it by hand)"
+        return _time_parts(series, spec, used_names)
     present = series.drop_nulls()
     if not present.len():
         return [], "always missing in the sample: not a feature"
     return [], f"free text ({present.n_unique()} distinct values in {present.len()} rows): not a feature"
+
+
+# The parts of a time proposed as features, each where the sample's values differ in it. Not the year:
+# later data lies outside every year a model learnt from.
+PROPOSED_TIME_PARTS = ("month", "weekday", "hour")
+
+
+def _time_parts(
+    series: pl.Series, spec: dict[str, Any], used_names: set[str]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The datetime_part features of a time column: its month, weekday and hour (in UTC, where the mesh
+    holds times; a time written without a zone is taken as UTC, so that is its own clock) where they vary."""
+    column = str(series.name)
+    times = as_datetimes(series).drop_nulls()
+    varying = [p for p in PROPOSED_TIME_PARTS if getattr(times.dt, DATETIME_PARTS[p])().n_unique() > 1]
+    if not varying:
+        return (
+            [],
+            "a time whose month, weekday and hour are the same in every row of the sample: not a feature",
+        )
+    fill = {} if spec.get("required", True) else {"fill": -1}  # a missing time: a part no time has
+    return [
+        {
+            "name": _unused(f"{column}_{part}", used_names),
+            "op": "datetime_part",
+            "source": column,
+            "part": part,
+        }
+        | fill
+        for part in varying
+    ], None
 
 
 def _unused(name: str, used: set[str]) -> str:

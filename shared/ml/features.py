@@ -18,7 +18,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.ml.config_files import read_config
-from shared.ml.datasets import DatasetSchema, load_schema
+from shared.ml.datasets import DatasetSchema, as_datetimes, datetime_values, load_schema
 
 GLOBAL_KEY = "__global__"
 # Up to this many keys a value -> number lookup is a chain of equality tests, beyond it a hash lookup. Polars
@@ -79,8 +79,30 @@ class GroupRatio(_Op):
     by: str
 
 
+# A datetime_part's polars accessor, by the part's name.
+DATETIME_PARTS = {
+    "year": "year",
+    "quarter": "quarter",
+    "month": "month",
+    "day": "day",
+    "weekday": "weekday",  # Monday 1 .. Sunday 7
+    "day_of_year": "ordinal_day",
+    "hour": "hour",
+    "minute": "minute",
+}
+
+
+class DatetimePart(_Op):
+    """One calendar or clock field of a datetime column, read in UTC (where the mesh holds times)."""
+
+    op: Literal["datetime_part"]
+    source: str
+    part: Literal["year", "quarter", "month", "day", "weekday", "day_of_year", "hour", "minute"]
+    fill: float | None = None
+
+
 FeatureOp = Annotated[
-    Numeric | Log1p | Ratio | IsNull | OneHot | Ordinal | GroupRatio, Field(discriminator="op")
+    Numeric | Log1p | Ratio | IsNull | OneHot | Ordinal | GroupRatio | DatetimePart, Field(discriminator="op")
 ]
 
 
@@ -150,6 +172,8 @@ def check_spec_against_schema(spec: FeatureSpec, schema: DatasetSchema) -> None:
     for f in spec.features:
         if isinstance(f, OneHot) and not schema.column(f.source).allowed:
             raise ValueError(f"feature {f.name}: one_hot needs a column with declared allowed values")
+        if isinstance(f, DatetimePart) and schema.column(f.source).dtype != "datetime":
+            raise ValueError(f"feature {f.name}: datetime_part needs a datetime column; {f.source!r} is not")
 
 
 class FeaturePipeline:
@@ -219,6 +243,9 @@ class FeaturePipeline:
             elif isinstance(f, Ordinal):
                 ranks = {v: float(i) for i, v in enumerate(f.order)}
                 exprs.append(lookup(pl.col(f.source), ranks, default=-1.0).alias(f.name))
+            elif isinstance(f, DatetimePart):
+                part = getattr(pl.col(f.source).dt, DATETIME_PARTS[f.part])().cast(pl.Float64)
+                exprs.append((part if f.fill is None else part.fill_null(f.fill)).alias(f.name))
             elif isinstance(f, GroupRatio):
                 table = self.state.get(f.name)
                 if table is None:
@@ -263,17 +290,25 @@ def lookup(key: pl.Expr, table: dict[str, float], default: float) -> pl.Expr:
 
 def as_polars(records: Any, columns: list[str], schema: DatasetSchema) -> pl.DataFrame:
     """Raw records (polars, pandas, or a list of dicts) as a polars frame with the declared dtypes."""
+    times = [c for c in columns if schema.column(c).dtype == "datetime"]
     if isinstance(records, pl.DataFrame):
         frame = records
     elif isinstance(records, list):
         # An explicit schema, not inference from the first records: a field first seen late must not be lost.
-        frame = pl.DataFrame(records, schema={c: schema.polars_schema[c] for c in columns}, strict=False)
+        # Times come as text (JSON) or datetime objects, which polars' row reader takes only one of.
+        dtypes = {c: schema.polars_schema[c] for c in columns if c not in times}
+        frame = pl.DataFrame(records, schema=dtypes, strict=False)
+        if times:
+            parsed = pl.DataFrame([datetime_values(c, [r.get(c) for r in records]) for c in times])
+            frame = pl.concat([frame, parsed], how="horizontal") if dtypes else parsed
     else:  # pandas, as MLflow's pyfunc and signature checks hand it over
         frame = pl.from_pandas(records)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         frame = frame.with_columns(pl.lit(None, dtype=schema.polars_schema[c]).alias(c) for c in missing)
-    return frame
+    # In UTC, as ingest stored them: a time parts are read from must not depend on the zone it came in.
+    held = pl.Datetime("us", "UTC")
+    return frame.with_columns(as_datetimes(frame[c]) for c in times if frame.schema[c] != held)
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,8 @@ estimator family, through the real mesh: the session's valkey and MLflow server,
 training, registry and monitor in this process, serving as ``mesh run serving`` (BentoML over HTTP).
 
 * ``wine``: multiclass, string labels (the three cultivars by name), XGBoost.
-* ``diabetes``: regression, LightGBM.
+* ``diabetes``: regression, LightGBM; with a time column (when each patient was seen, as ISO text), which
+  is declared as the parts of it that vary, and sent to serving as text.
 * ``tumours``: binary, string labels (malignant / benign), a scikit-learn class named by import path.
 
 Each dataset is declared by ``mesh dataset init`` from its CSV (the estimator then edited in the model
@@ -23,6 +24,7 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,12 @@ def frame_of(case: Case) -> pl.DataFrame:
     elif case.dataset == "diabetes":
         bunch = sk_datasets.load_diabetes(as_frame=True)
         labels = bunch.target.to_numpy().astype(float)
+        # When each patient was seen, as a file holds it: ISO text with the clinic's offset.
+        start = datetime(2025, 1, 6, 8, 0, tzinfo=timezone(timedelta(hours=1)))
+        visits = [(start + timedelta(days=i, minutes=67 * i)).isoformat() for i in range(len(labels))]
+        return pl.from_pandas(bunch.data).with_columns(
+            pl.Series("seen at", visits), pl.Series(case.target, labels)
+        )
     else:
         bunch = sk_datasets.load_breast_cancer(as_frame=True)
         labels = np.array(["malignant", "benign"])[bunch.target.to_numpy()]
@@ -134,6 +142,10 @@ def declare(running: Mesh, case: Case) -> Path:
     model_file = running.settings.config_dir / "models" / f"{case.dataset}.yaml"
     model = yaml.safe_load(model_file.read_text())
     assert model["task"] == case.task  # inferred from the target column
+    if case.dataset == "diabetes":  # the visit's month, weekday and hour (in UTC) are features
+        features = yaml.safe_load((running.settings.config_dir / "features" / "diabetes.yaml").read_text())
+        parts = {f["part"] for f in features["features"] if f["op"] == "datetime_part"}
+        assert parts == {"month", "weekday", "hour"}
     monitor_file = running.settings.config_dir / "monitor" / f"{case.dataset}.yaml"
     monitor = yaml.safe_load(monitor_file.read_text())
     model_file.write_text(yaml.safe_dump({**model, "model_name": case.model, "estimator": case.estimator}))
@@ -207,7 +219,13 @@ async def test_the_served_champion_answers_as_its_task_says_and_as_pyfunc_does(
     # MLflow's own client, on the registered champion: the same answers as serving gives.
     mlflow.set_tracking_uri(running.settings.effective_mlflow_uri)
     pyfunc = await asyncio.to_thread(mlflow.pyfunc.load_model, f"models:/{case.model}@champion")
-    from_pyfunc = pyfunc.predict(pl.DataFrame(records).to_pandas())
+    # The signature declares a time column as datetime, and MLflow's enforcement of it takes datetimes
+    # without a zone only (no text, no zone): pyfunc's users send times in UTC, as the mesh holds them.
+    as_frame = pl.DataFrame(records).with_columns(
+        pl.col(c).str.to_datetime(time_zone="UTC").dt.replace_time_zone(None)
+        for c in {"seen at"} & set(records[0])
+    )
+    from_pyfunc = pyfunc.predict(as_frame.to_pandas())
     served_answers = [a["prediction"] for a in answers]
     if case.task == "regression":
         assert np.allclose(np.asarray(from_pyfunc, dtype=float), served_answers, rtol=1e-9, atol=1e-9)
@@ -310,7 +328,10 @@ async def test_the_monitor_scores_live_traffic_with_the_tasks_metric_and_output_
         timeout=120,
         what=f"{case.model} window scored for drift",
     )
-    assert set(frame.drop(case.target).columns) <= set(drifted["scores"])
+    # Every input but a time, which drifts by nature (live times are later): its parts reach the model.
+    times = {"seen at"} & set(frame.columns)
+    assert set(frame.drop(case.target, *times).columns) <= set(drifted["scores"])
+    assert not times & set(drifted["scores"])
     # Then the ground truth for them: the window's labelled rows are scored with the task's metric.
     labels = [
         {"request_id": answer["request_id"], "label": truth}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.ml.datasets import DatasetSchema
+import polars as pl
+
+from shared.ml.datasets import DatasetSchema, as_datetimes
 from shared.ml.snapshots import SnapshotManifest, SnapshotStore
 from shared.ops.demo_data import generate
 from shared.runtime.settings import REPO_ROOT
@@ -17,6 +19,11 @@ def commit_snapshot(
 ) -> SnapshotManifest:
     """Store ``frame`` as a committed snapshot of ``schema``'s dataset (the demo's in most tests), as
     ingest would."""
+    # Times written as text are read as ingest reads them.
+    texts = [
+        c.name for c in schema.columns if c.dtype == "datetime" and frame.schema.get(c.name) == pl.String
+    ]
+    frame = frame.with_columns(as_datetimes(frame[c]) for c in texts)
     path = store.write_data(schema.name, snapshot_id, frame)
     manifest = SnapshotManifest(
         dataset=schema.name,

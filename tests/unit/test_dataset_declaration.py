@@ -123,7 +123,7 @@ def test_a_messy_sample_gets_one_op_per_usable_column(tmp_path: Path) -> None:
     configs = infer_declaration(read_sample(sample), "messy", "label", id_column="customer")
     columns = {c["name"]: c for c in configs["datasets"]["columns"]}
     assert columns["customer"] == {"name": "customer", "dtype": "str"}
-    assert columns["seen"]["dtype"] == "datetime" and "not a feature" in columns["seen"]["description"]
+    assert columns["seen"] == {"name": "seen", "dtype": "datetime"}
     assert columns["comment"]["dtype"] == "str" and "free text" in columns["comment"]["description"]
     assert columns["age"]["dtype"] == "int" and columns["age"]["required"] is False
     assert columns["age"]["max_null_rate"] == pytest.approx(0.25)  # 2 x 10% + 0.05
@@ -138,7 +138,14 @@ def test_a_messy_sample_gets_one_op_per_usable_column(tmp_path: Path) -> None:
     assert ops["age"]["op"] == "numeric" and "fill" in ops["age"]
     assert ops["age_missing"] == {"name": "age_missing", "op": "is_null", "source": "age"}
     assert ops["plan"]["op"] == "one_hot" and ops["vip"]["op"] == "numeric"
-    assert not {"seen", "comment", "customer", "label"} & set(ops)
+    # Every time is 10:00 in January: of its parts, only the weekday tells rows apart.
+    assert ops["seen_weekday"] == {
+        "name": "seen_weekday",
+        "op": "datetime_part",
+        "source": "seen",
+        "part": "weekday",
+    }
+    assert not {"seen", "seen_hour", "seen_month", "comment", "customer", "label"} & set(ops)
     assert configs["models"]["task"] == "binary"
 
     config_dir = tmp_path / "config"
@@ -150,6 +157,24 @@ def test_a_messy_sample_gets_one_op_per_usable_column(tmp_path: Path) -> None:
     features = FeaturePipeline(feature_spec, schema).fit(frame).transform(frame)
     assert features.null_count().sum_horizontal().item() == 0  # bools cast to 0/1, nulls filled
     make_estimator(load_model_config(config_dir, "messy")).fit(features.to_numpy(), frame["label"].to_numpy())
+
+
+def test_a_time_gives_the_parts_that_vary_and_a_fill_where_it_may_be_missing(tmp_path: Path) -> None:
+    rows = 60
+    fridays = ["2024-01-05", "2024-02-02", "2024-03-01"]  # three months, one weekday
+    seen = [None if i % 12 == 0 else f"{fridays[i % 3]}T{i % 24:02d}:00:00Z" for i in range(rows)]
+    sample = tmp_path / "times.csv"
+    messy(rows).with_columns(
+        pl.Series("seen", seen), pl.Series("signed_up", ["2020-06-01T00:00:00"] * rows)
+    ).write_csv(sample)
+    configs = infer_declaration(read_sample(sample), "times", "label")
+    ops = [f for f in configs["features"]["features"] if f.get("source") in ("seen", "signed_up")]
+    assert ops == [
+        {"name": f"seen_{part}", "op": "datetime_part", "source": "seen", "part": part, "fill": -1}
+        for part in ("month", "hour")
+    ]
+    columns = {c["name"]: c for c in configs["datasets"]["columns"]}
+    assert "the same in every row" in columns["signed_up"]["description"]
 
 
 def test_json_lines_text_that_reads_as_numbers_or_times_is_typed(tmp_path: Path) -> None:
@@ -420,6 +445,7 @@ def test_ops_that_do_not_fit_their_column(declared: Path) -> None:
             {"name": "plan_rank", "op": "ordinal", "source": "plan", "order": ["basic", "gold"]},
             {"name": "per_plan", "op": "group_ratio", "source": "balance", "by": "plan"},  # fine
             {"name": "leak", "op": "numeric", "source": "label"},
+            {"name": "age_hour", "op": "datetime_part", "source": "age", "part": "hour"},
         ]
 
     edit(declared, "features", change)
@@ -431,6 +457,7 @@ def test_ops_that_do_not_fit_their_column(declared: Path) -> None:
         "source ordinal needs a column of type category or str; column 'age' is int",
         "order ['gold'] are not allowed values of column 'plan' in datasets/shop.yaml",
         "source column 'label' is the target: a model must not learn from its label",
+        "source datetime_part needs a column of type datetime; column 'age' is int",
     }
 
 

@@ -13,9 +13,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 
+from services.ingest.batches import read_batch, validate_batch
 from services.serving.holder import LoadedModel
 from services.serving.records import record_model
 from shared.ml.datasets import DatasetSchema
@@ -25,6 +27,7 @@ from shared.ml.features import (
     GLOBAL_KEY,
     FeaturePipeline,
     FeatureSpec,
+    as_polars,
     check_spec_against_schema,
     load_feature_spec,
     lookup,
@@ -364,3 +367,90 @@ def test_holdout_rows_transform_with_the_state_fitted_on_train(
     expected = holdout["monthly_spend"].to_numpy() / np.array([means[r] + 1e-9 for r in holdout["region"]])
     assert np.allclose(column, expected, rtol=1e-12)
     assert not math.isclose(means["south"], means["north"])
+
+
+# --- times ---------------------------------------------------------------------------------------------
+
+RIDES = DatasetSchema.model_validate(
+    {
+        "name": "rides",
+        "target": "tip",
+        "columns": [
+            {"name": "pickup", "dtype": "datetime", "required": False, "max_null_rate": 0.5},
+            {"name": "distance", "dtype": "float"},
+            {"name": "tip", "dtype": "float"},
+        ],
+    }
+)
+PARTS = ["year", "quarter", "month", "day", "weekday", "day_of_year", "hour", "minute"]
+RIDES_SPEC = FeatureSpec.model_validate(
+    {
+        "dataset": "rides",
+        "target": "tip",
+        "features": [
+            {"name": "distance", "op": "numeric", "source": "distance"},
+            *({"name": f"pickup_{p}", "op": "datetime_part", "source": "pickup", "part": p} for p in PARTS),
+            {
+                "name": "pickup_hour_or_none",
+                "op": "datetime_part",
+                "source": "pickup",
+                "part": "hour",
+                "fill": -1,
+            },
+        ],
+    }
+)
+
+
+def test_datetime_parts_are_read_in_utc() -> None:
+    """Sunday 1 March 2026, 23:30 at UTC-2, is Monday 2 March, 01:30 in UTC: the parts of that."""
+    frame = as_polars(
+        [{"pickup": "2026-03-01T23:30:00-02:00", "distance": 1.0}, {"pickup": None, "distance": 2.0}],
+        RIDES_SPEC.input_columns,
+        RIDES,
+    )
+    row = FeaturePipeline(RIDES_SPEC, RIDES).transform(frame).to_dicts()
+    expected = {"year": 2026, "quarter": 1, "month": 3, "day": 2, "weekday": 1, "day_of_year": 61, "hour": 1,
+                "minute": 30}  # fmt: skip
+    assert {p: row[0][f"pickup_{p}"] for p in PARTS} == expected
+    assert row[0]["pickup_hour_or_none"] == 1.0
+    assert all(row[1][f"pickup_{p}"] is None for p in PARTS) and row[1]["pickup_hour_or_none"] == -1.0
+
+
+def test_a_datetime_part_needs_a_datetime_column() -> None:
+    spec = FeatureSpec.model_validate(
+        {
+            "dataset": "rides",
+            "target": "tip",
+            "features": [{"name": "d", "op": "datetime_part", "source": "distance", "part": "hour"}],
+        }
+    )
+    with pytest.raises(ValueError, match="datetime_part needs a datetime column; 'distance' is not"):
+        check_spec_against_schema(spec, RIDES)
+
+
+def test_every_path_a_time_takes_gives_the_same_parts() -> None:
+    """A file's times as ingest stores them (UTC), the same times as JSON records, as MLflow's pyfunc
+    hands them over (pandas, zone-aware) and as serving validates a request: one matrix."""
+    times = ["2026-03-01T23:30:00-02:00", "2026-06-30T12:05:00+05:30", "2026-12-31T23:59:59Z", None]
+    csv = "pickup,distance,tip\n" + "".join(f"{t or ''},{i}.5,1.0\n" for i, t in enumerate(times))
+    stored, failures = validate_batch(read_batch(csv.encode(), "csv", "rides"), RIDES)
+    assert failures == []
+    pipeline = FeaturePipeline(RIDES_SPEC, RIDES)
+    columns = RIDES_SPEC.input_columns
+    features_service = pipeline.transform(stored).to_numpy()
+
+    transformer = FeatureTransformer(pipeline.to_dict())
+    records = [{"pickup": t, "distance": i + 0.5} for i, t in enumerate(times)]
+    aware = pd.DataFrame({"pickup": pd.to_datetime(times, utc=True).tz_convert("Asia/Tokyo"),
+                          "distance": [i + 0.5 for i in range(len(times))]})  # fmt: skip
+    loaded = LoadedModel(
+        name="rides", version="1", run_id="run", feature_set_id="fs", snapshot_ids=[], loaded_at="",
+        model=None, record=record_model(RIDES, columns), columns=columns, schema=RIDES,
+    )  # fmt: skip
+    for other in (
+        transformer.transform(records),
+        transformer.transform(aware),
+        transformer.transform(loaded.validate(records, "records")),
+    ):
+        assert np.array_equal(other, features_service, equal_nan=True)

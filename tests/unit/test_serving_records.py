@@ -169,3 +169,49 @@ def test_a_valid_batch_becomes_a_frame_with_the_declared_dtypes(
 def test_a_single_valid_record_becomes_a_one_row_frame(loaded: LoadedModel) -> None:
     frame = loaded.validate([VALID], "features")
     assert frame.to_dicts() == [VALID]
+
+
+# --- datetime inputs ----------------------------------------------------------------------------------
+
+TIMED = DatasetSchema.model_validate(
+    {
+        "name": "rides",
+        "target": "tip",
+        "columns": [
+            {"name": "pickup", "dtype": "datetime"},
+            {"name": "dropoff", "dtype": "datetime", "required": False, "max_null_rate": 0.1},
+            {"name": "tip", "dtype": "float"},
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("sent", "held"),
+    [
+        ("2026-03-01T23:30:00Z", "2026-03-01T23:30:00+00:00"),
+        ("2026-03-01T23:30:00-02:00", "2026-03-02T01:30:00+00:00"),  # converted to UTC
+        ("2026-03-01 23:30:00", "2026-03-01T23:30:00+00:00"),  # no zone: taken as UTC, as ingest takes it
+        ("2026-03-01", "2026-03-01T00:00:00+00:00"),
+    ],
+)
+def test_a_time_is_read_as_ingest_reads_it_and_held_in_utc(sent: str, held: str) -> None:
+    record = record_model(TIMED, ["pickup", "dropoff"])
+    dumped = record.model_validate({"pickup": sent, "dropoff": None}).model_dump()
+    assert dumped["pickup"].isoformat() == held and dumped["dropoff"] is None
+
+
+@pytest.mark.parametrize(("sent", "error"), [("soon", "time_parsing"), (1772400000, "time_type")])
+def test_what_is_no_time_is_refused_on_its_field(sent: Any, error: str) -> None:
+    record = record_model(TIMED, ["pickup"])
+    assert _errors(record, {"pickup": sent}) == [("pickup", error)]
+
+
+def test_times_become_a_utc_column_of_the_frame() -> None:
+    record = record_model(TIMED, ["pickup", "dropoff"])
+    loaded = loaded_model_stub(record=record, columns=["pickup", "dropoff"], schema=TIMED)
+    frame = loaded.validate([{"pickup": "2026-03-01T23:30:00-02:00", "dropoff": None}], "records")
+    assert frame.schema["pickup"] == pl.Datetime("us", "UTC")
+    assert frame["pickup"].dt.hour().to_list() == [1] and frame["dropoff"].to_list() == [None]
+    with pytest.raises(RecordError, match=r"^features\.pickup: .*no date and time"):
+        loaded.validate([{"pickup": "soon"}], "features")
