@@ -24,9 +24,9 @@ print(json.dumps(sorted(m for m in {libraries} if m in sys.modules)))
 """
 
 
-def _held_after(code: str) -> list[str]:
+def _held_after(code: str, libraries: tuple[str, ...] = MODEL_LIBRARIES) -> list[str]:
     result = subprocess.run(
-        [sys.executable, "-c", PROBE.format(code=code, libraries=MODEL_LIBRARIES)],
+        [sys.executable, "-c", PROBE.format(code=code, libraries=libraries)],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120, check=True,
     )  # fmt: skip
     return list(json.loads(result.stdout.strip().splitlines()[-1]))
@@ -40,6 +40,19 @@ def test_a_service_that_holds_no_model_imports_no_model_library(service: str) ->
         "create_app(MeshSettings())"
     )
     assert _held_after(code) == []
+
+
+def test_a_monitor_holds_no_charting_library_until_a_report_is_drawn() -> None:
+    """matplotlib draws the drift report a person opens, and only that (~30 MB an idle monitor need not
+    hold); the report still draws its charts."""
+    code = (
+        "from services.monitor.app import create_app\n"
+        "from shared.runtime.settings import MeshSettings\n"
+        "create_app(MeshSettings())"
+    )
+    assert _held_after(code, ("matplotlib",)) == []
+    drawn = "from services.monitor.report import _figure, _png\n_png(_figure(2, 1))"
+    assert _held_after(drawn, ("matplotlib",)) == ["matplotlib"]
 
 
 def test_the_serving_module_bentomls_arbiter_imports_holds_no_model_library() -> None:
