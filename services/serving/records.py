@@ -34,7 +34,7 @@ def _read_time(value: Any) -> Any:
     parsed = as_datetimes(pl.Series([value], dtype=pl.String))[0]
     if parsed is None:
         raise PydanticCustomError(
-            "time_parsing", "{value!r} is no date and time (e.g. 2026-01-31T17:30:00Z)", {"value": value}
+            "time_parsing", "{value} is no date and time (e.g. 2026-01-31T17:30:00Z)", {"value": repr(value)}
         )
     return parsed
 
