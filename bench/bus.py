@@ -96,27 +96,9 @@ async def _timed(
     return elapsed
 
 
-async def raw_hop(client: aioredis.Redis, count: int) -> float:
-    await client.xgroup_create(HOP_FROM, "raw", id="0", mkstream=True)
-
-    async def loop(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            reply: Any = await client.xreadgroup("raw", "c1", {HOP_FROM: ">"}, count=1, block=1000)
-            for _, entries in reply or []:
-                for message_id, fields in entries:
-                    event = json.loads(entry_body(fields))
-                    nxt = new_event(
-                        HOP_TO, RetrainRequested(dataset=event["payload"]["dataset"], reason="bench")
-                    )
-                    await client.xadd(HOP_TO, {"__data__": nxt.model_dump_json()})
-                    await client.xack(HOP_FROM, "raw", message_id)
-
-    return await _timed(lambda: _has(client, HOP_TO, count), loop)
-
-
-async def raw_hop_read_ahead(client: aioredis.Redis, count: int, read_ahead: int) -> float:
-    """The same hop hand-written with the read-ahead the mesh does behind fast handlers: ``read_ahead``
-    entries per XREADGROUP, then an XADD and an XACK round trip per event."""
+async def raw_hop(client: aioredis.Redis, count: int, read_ahead: int = 1) -> float:
+    """The hop hand-written: ``read_ahead`` entries per XREADGROUP (one, or as many as the mesh reads ahead
+    behind fast handlers), then an XADD and an XACK round trip per event."""
     await client.xgroup_create(HOP_FROM, "raw", id="0", mkstream=True)
 
     async def loop(stop: asyncio.Event) -> None:
@@ -250,7 +232,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         for name, count, fill, contenders in (
             ("one_hop", args.events, _ingested,
              {"raw_redis_py": lambda: raw_hop(client, args.events),
-              "raw_redis_py_read_ahead": lambda: raw_hop_read_ahead(client, args.events, HOP_READ_AHEAD),
+              "raw_redis_py_read_ahead": lambda: raw_hop(client, args.events, HOP_READ_AHEAD),
               "mesh_bus": lambda: mesh_hop(client, settings, args.events)}),
             ("batch_consume", args.batch_events, _label,
              {"raw_redis_py": lambda: raw_batch(client, args.batch_events),
