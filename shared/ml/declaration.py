@@ -31,7 +31,6 @@ from shared.ml.datasets import (
 )
 from shared.ml.estimators import EstimatorConfig, estimator_problems
 from shared.ml.features import (
-    DATETIME_PARTS,
     DatetimePart,
     FeatureOp,
     FeatureSpec,
@@ -41,6 +40,8 @@ from shared.ml.features import (
     OneHot,
     Ordinal,
     Ratio,
+    TimePart,
+    time_part,
 )
 from shared.ml.modeling import ModelConfig
 from shared.ml.monitoring import MonitorConfig
@@ -777,7 +778,7 @@ def _features_of(
 
 # The parts of a time proposed as features, each where the sample's values differ in it. Not the year:
 # later data lies outside every year a model learnt from.
-PROPOSED_TIME_PARTS = ("month", "weekday", "hour")
+PROPOSED_TIME_PARTS: tuple[TimePart, ...] = ("month", "weekday", "hour")
 
 
 def _time_parts(
@@ -787,7 +788,7 @@ def _time_parts(
     holds times; a time written without a zone is taken as UTC, so that is its own clock) where they vary."""
     column = str(series.name)
     times = as_datetimes(series).drop_nulls()
-    varying = [p for p in PROPOSED_TIME_PARTS if getattr(times.dt, DATETIME_PARTS[p])().n_unique() > 1]
+    varying = [p for p in PROPOSED_TIME_PARTS if time_part(times, p).n_unique() > 1]
     if not varying:
         return (
             [],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -79,17 +79,17 @@ class GroupRatio(_Op):
     by: str
 
 
-# A datetime_part's polars accessor, by the part's name.
-DATETIME_PARTS = {
-    "year": "year",
-    "quarter": "quarter",
-    "month": "month",
-    "day": "day",
-    "weekday": "weekday",  # Monday 1 .. Sunday 7
-    "day_of_year": "ordinal_day",
-    "hour": "hour",
-    "minute": "minute",
-}
+# The parts of a time a datetime_part reads; each is polars' ``.dt`` accessor of that name (weekday:
+# Monday 1 .. Sunday 7), but for the day of the year, which polars calls the ordinal day.
+TimePart = Literal["year", "quarter", "month", "day", "weekday", "day_of_year", "hour", "minute"]
+
+
+Times = TypeVar("Times", pl.Expr, pl.Series)
+
+
+def time_part(times: Times, part: TimePart) -> Times:
+    """``part`` of each time in ``times`` (an expression or a column of datetimes)."""
+    return getattr(times.dt, "ordinal_day" if part == "day_of_year" else part)()
 
 
 class DatetimePart(_Op):
@@ -97,7 +97,7 @@ class DatetimePart(_Op):
 
     op: Literal["datetime_part"]
     source: str
-    part: Literal["year", "quarter", "month", "day", "weekday", "day_of_year", "hour", "minute"]
+    part: TimePart
     fill: float | None = None
 
 
@@ -244,7 +244,7 @@ class FeaturePipeline:
                 ranks = {v: float(i) for i, v in enumerate(f.order)}
                 exprs.append(lookup(pl.col(f.source), ranks, default=-1.0).alias(f.name))
             elif isinstance(f, DatetimePart):
-                part = getattr(pl.col(f.source).dt, DATETIME_PARTS[f.part])().cast(pl.Float64)
+                part = time_part(pl.col(f.source), f.part).cast(pl.Float64)
                 exprs.append((part if f.fill is None else part.fill_null(f.fill)).alias(f.name))
             elif isinstance(f, GroupRatio):
                 table = self.state.get(f.name)
