@@ -42,7 +42,6 @@ from faststream import AckPolicy
 from faststream.redis import StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage, RedisStreamMessage
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
-from faststream.redis.parser.binary import BinaryMessageFormatV1
 from opentelemetry.sdk.trace import TracerProvider
 from redis.exceptions import ResponseError
 
@@ -54,6 +53,7 @@ from shared.bus.delivery import (
     Handler,
     as_text,
     deliver_broadcast,
+    in_faststream_format,
     plain_entries,
 )
 from shared.bus.housekeeping import Housekeeping
@@ -376,31 +376,16 @@ async def _readable_batch(message: Mapping[str, Any], original: Callable[..., Aw
     to their producers' traces (a stand-in if there are none); those whose bytes are no UTF-8 fail its
     re-encoding, and then the stand-in alone."""
     entries = message["data"]
-    stand_in = await _stand_in()
-    framed = [entry for entry in entries if _in_faststream_format(entry)] or [stand_in]
+    framed = [entry for entry in entries if in_faststream_format(entry.get(b"__data__"))] or [_STAND_IN]
     try:
         parsed = await original({**message, "data": framed})
     except Exception:
-        parsed = await original({**message, "data": [stand_in]})
+        parsed = await original({**message, "data": [_STAND_IN]})
     parsed.raw_message = message  # the batch's size on its span, and its entries for the delivery
     return parsed
 
 
-_STAND_IN: dict[bytes, bytes] = {}
-
-
-async def _stand_in() -> dict[bytes, bytes]:
-    """An entry FastStream parses at little cost: ``null`` in its binary format, without headers."""
-    if not _STAND_IN:
-        _STAND_IN[b"__data__"] = await BinaryMessageFormatV1.encode(
-            message=b"null", reply_to=None, headers={}, correlation_id=""
-        )
-    return _STAND_IN
-
-
-def _in_faststream_format(entry: Mapping[Any, Any]) -> bool:
-    data = entry.get(b"__data__")
-    return isinstance(data, bytes) and data.startswith(BinaryMessageFormatV1.IDENTITY_HEADER)
+_STAND_IN = {b"__data__": b"null"}  # what FastStream's parse is given for a batch of plain entries
 
 
 async def _undecoded(message: Any, _original: Callable[..., Awaitable[Any]]) -> Any:

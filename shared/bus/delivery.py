@@ -81,7 +81,7 @@ def entry_parts(fields: Mapping[Any, Any]) -> tuple[bytes, dict[str, Any]]:
     """The body and FastStream headers (trace context among them) of a raw stream entry."""
     data = fields[b"__data__"]
     raw = data if isinstance(data, bytes) else str(data).encode()
-    if raw.startswith(BinaryMessageFormatV1.IDENTITY_HEADER):
+    if in_faststream_format(raw):
         body, headers = BinaryMessageFormatV1.parse(raw)
     else:
         body, headers = _json_parts(raw)
@@ -99,6 +99,12 @@ def read_entry(raw: bytes | str, stream: Stream[P]) -> Envelope[P]:
         raise
     except Exception as exc:
         raise ContractError(f"message: unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def in_faststream_format(data: Any) -> bool:
+    """Whether an entry's ``__data__`` is in FastStream's binary format (headers, trace context among
+    them, around the body), rather than plain JSON as ``publish_many`` and ``XADD`` clients write it."""
+    return isinstance(data, bytes) and data.startswith(BinaryMessageFormatV1.IDENTITY_HEADER)
 
 
 def _json_parts(raw: bytes) -> tuple[bytes, Any]:
@@ -280,7 +286,7 @@ class Deliveries:
                         return
                     with self._span(stream, entry.headers):
                         await self._handle(
-                            consumer, entry.message_id, entry.raw, entry.envelope, 1, done=was_done
+                            consumer, entry.message_id, entry.raw, entry.envelope, 1, done=was_done, held=True
                         )
                 if readable:
                     per_entry_s = (time.perf_counter() - started) / len(readable)
@@ -383,9 +389,11 @@ class Deliveries:
         attempts: int,
         *,
         done: bool | None = None,
+        held: bool = False,
     ) -> None:
         """A readable entry: skipped if done, given up past the attempts, else handled and acknowledged.
-        ``done``: whether its done-marker was found, when the caller read it (else read here)."""
+        ``done``: whether its done-marker was found, when the caller read it (else read here); ``held``: the
+        caller keeps the entry under lease already (entries read ahead), so no lease of its own is taken."""
         stream, group = consumer.stream, consumer.group
         marker = done_key(group, envelope.event_id)
         if done is None:
@@ -409,7 +417,7 @@ class Deliveries:
         bound = log.bind(stream=stream, message_id=message_id, attempt=attempts, **with_context)
         with (
             structlog.contextvars.bound_contextvars(**with_context),
-            self._lease(stream, group, [message_id]),
+            contextlib.nullcontext() if held else self._lease(stream, group, [message_id]),
         ):
             try:
                 await consumer.handler(envelope)
@@ -548,7 +556,7 @@ def _plain_event(fields: Mapping[Any, Any], stream: Stream[Any]) -> Envelope[Any
     one pass; None for any other entry, which ``entry_parts`` unwraps first. A valid envelope has no
     ``data`` field, so it is never FastStream's legacy format, which the unwrapping would change."""
     data = fields.get(b"__data__")
-    if not isinstance(data, bytes) or data.startswith(BinaryMessageFormatV1.IDENTITY_HEADER):
+    if not isinstance(data, bytes) or in_faststream_format(data):
         return None
     return valid_event(data, stream)
 
